@@ -26,7 +26,7 @@ $(STAMP): settings.ini setup.py | $(BIN)/python
 install: $(STAMP)  ## create .venv and install senclip with its dev tools
 
 demo: $(STAMP)  ## the main job on the bundled sample; outputs under runs/demo/
-	$(BIN)/python scripts/demo.py --out runs/demo
+	$(BIN)/senclip_demo --out runs/demo
 
 test: $(STAMP)  ## nbdev_test over the notebooks + pytest tests/ (offline)
 	$(BIN)/nbdev_export
@@ -37,7 +37,7 @@ test-slow: $(STAMP)  ## also the #| slow notebook cells
 	$(BIN)/nbdev_test --n_workers 2 --flags slow
 
 bench: $(STAMP)  ## every benchmark script; appends to runs/bench/results.json
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python tests/bench/run_all.py $(BENCH_ARGS)
 
 lab: $(STAMP)  ## JupyterLab on the repository
 	$(BIN)/python -m pip install -q jupyterlab
