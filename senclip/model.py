@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Preset, create_model, get_preset
+from .core import SENCLIP_MEAN, SENCLIP_STD, Preset, create_model, get_preset
+from .checkpoints import (CHECKPOINTS, ZeroShotModel, export_openai, export_safetensors, fetch_checkpoint,
+                                 load, load_clip)
 
 # %% auto 0
 __all__ = ['POOLINGS', 'NEGATIVES', 'TRAINABLE', 'ProjectionHead', 'GroundPool', 'concat_all_gather', 'SenCLIP', 'build_senclip',
@@ -118,6 +120,8 @@ class SenCLIP(nn.Module):
         learn_temperature: bool = False,  # learnable logit scale (clamped to [0, log 100])
         arch: str = "",  # open_clip architecture name, recorded for export
         pretrained: str = "",  # where the weights came from, recorded for export
+        mean: tuple = SENCLIP_MEAN,  # image normalisation used in training, recorded for export
+        std: tuple = SENCLIP_STD,
     ):
         super().__init__()
         if negatives not in NEGATIVES:
@@ -129,6 +133,7 @@ class SenCLIP(nn.Module):
         self.clip = clip
         self.visual = clip.visual
         self.arch, self.pretrained = arch, pretrained
+        self.mean, self.std = tuple(mean), tuple(std)
         self.embed_dim = _embed_dim(clip)
         D = self.embed_dim
         self.head = ProjectionHead(D) if head else nn.Identity()
@@ -311,11 +316,12 @@ def build_senclip(
     "The SenCLIP training module for `preset`: backbone, weights, head, pooling, queue, loss and trainable policy."
     if isinstance(preset, str):
         preset = get_preset(preset)
-    clip = load_backbone(preset.arch, preset.pretrained)
+    clip, arch = load_backbone(preset.arch, preset.pretrained)
     model = SenCLIP(
         clip, pooling=preset.pooling, head=preset.head, negatives=preset.negatives, queue_size=preset.queue_size,
         queue_init=preset.queue_init, symmetric=preset.symmetric, temperature=preset.temperature,
-        learn_temperature=preset.learn_temperature, arch=preset.arch, pretrained=preset.pretrained,
+        learn_temperature=preset.learn_temperature, arch=arch, pretrained=preset.pretrained,
+        mean=preset.mean, std=preset.std,
     )
     model.apply_trainable_policy(preset.trainable)
     return model.to(device)
@@ -323,7 +329,29 @@ def build_senclip(
 
 def load_backbone(
     arch: str,  # open_clip architecture name
-    pretrained: str = "",  # '' = random init; else an open_clip tag, registry name or local file
-) -> nn.Module:
-    "An fp32 open_clip model of `arch` with `pretrained` weights."
-    return create_model(arch, pretrained)
+    pretrained: str = "",  # '' = random init; registry name, local file, or open_clip tag ('openai' -> clip-*)
+) -> tuple[nn.Module, str]:
+    "(fp32 open_clip model of `arch` with `pretrained` weights, the architecture actually used)."
+    import logging
+    from pathlib import Path
+
+    if not pretrained:
+        return create_model(arch), arch
+    ckpt = CHECKPOINTS.get(pretrained.lower())
+    if ckpt is None and pretrained == "openai":  # OpenAI CLIP: our registry entry of that architecture
+        ckpt = next((c for c in CHECKPOINTS.values() if c.family == "clip" and c.arch in (arch, arch + "-quickgelu")),
+                    None)
+    if ckpt is not None:
+        if ckpt.arch != arch:
+            if ckpt.arch != arch + "-quickgelu":
+                raise ValueError(f"pretrained={pretrained!r} is a {ckpt.arch} checkpoint but arch={arch!r}; "
+                                 f"set arch={ckpt.arch}")
+            logging.getLogger(__name__).warning("%s uses QuickGELU: building %s instead of %s", pretrained, ckpt.arch, arch)
+        model, arch, _ = load_clip(ckpt.arch, fetch_checkpoint(ckpt), ckpt.name)
+        return model, arch
+    if Path(pretrained).expanduser().exists():
+        model, arch, _ = load_clip(arch, Path(pretrained).expanduser())
+        return model, arch
+    from senclip.core import cache_dir
+
+    return create_model(arch, pretrained, cache_dir=str(cache_dir("open_clip"))), arch
