@@ -405,7 +405,7 @@ def train(
                         loss_sum /= world
                     dt = time.perf_counter() - t0
                     row = dict(epoch=epoch, loss=float(loss_sum) / max(n_micro, 1), lr=opt.param_groups[0]["lr"],
-                               logit_scale=float(model.scale()), images_per_s=imgs / dt if dt > 0 else 0.0,
+                               logit_scale=float(model.scale().detach()), images_per_s=imgs / dt if dt > 0 else 0.0,
                                skipped=skipped)
                     log.log(step, **row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", ips=f"{row['images_per_s']:.0f}")

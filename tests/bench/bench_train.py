@@ -1,0 +1,274 @@
+"""Training throughput: senclip's training step vs the authors' configuration, in one script on one machine.
+
+    .venv/bin/python tests/bench/bench_train.py                 # CPU: tiny model, finishes in about a minute
+    .venv/bin/python tests/bench/bench_train.py --gpu --json OUT.json   # GPU: ViT-B/32, under ~4 minutes on an H100
+
+Both sides train the same SenCLIP module (preset `official-code`: whole image tower, queue negatives, projection
+head, learnable scale; random-init weights, synthetic data — throughput does not depend on the values):
+
+* official: fp32, each sample a PIL image through CenterCrop(32) -> Resize(224) -> RandAugment(3, 5) -> ToTensor ->
+  Normalize in DataLoader worker processes, float batches copied to the device, AdamW (foreach);
+* ours: uint8 patches from the loader (pinned memory), `TrainTransform` (the same augmentation, per sample, batched
+  on the device), bf16 autocast, fused AdamW, optionally torch.compile of the image tower and channels-last (RN50).
+
+Reported: images/s of each at batch 32 and their ratio (goal >= 3 on an H100); ours at the largest batch that fits
+(doubling until out of memory, capped by --max-batch) with its model FLOP utilisation = (forward + backward FLOPs
+per image counted with torch.utils.flop_counter.FlopCounterMode) x images/s / peak (goal > 35 % on an H100; the peak
+is a parameter, default 989 TFLOP/s = H100 SXM dense bf16). Synthetic data: 100x100 uint8 patches + random ground
+embeddings; no download. Records go through senclip.core.bench_record and, with --json, to one JSON file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from senclip.core import bench_record, get_preset, machine_name, register_model_configs
+from senclip.model import build_senclip
+from senclip.train_parts import GlobalBatchSampler, TrainTransform, param_groups
+
+
+class SyntheticPatches(Dataset):
+    "N random uint8 patches (3,P,P) and ground embeddings (4,D); `__getitems__` serves a whole batch at once."
+
+    def __init__(self, n: int, size: int, dim: int, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+        self.ground = torch.randn(n, 4, dim, generator=g)
+        self.mask = torch.ones(n, 4, dtype=torch.bool)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "ground": self.ground[i], "mask": self.mask[i]}
+
+    def __getitems__(self, idx):
+        idx = torch.as_tensor(idx)
+        return {"image": self.images[idx], "ground": self.ground[idx], "mask": self.mask[idx]}
+
+
+class OfficialPIL(Dataset):
+    "The authors' data path: a PIL image per sample through torchvision's PIL transforms (in worker processes)."
+
+    def __init__(self, base: SyntheticPatches, preset):
+        import torchvision.transforms as T
+
+        self.base = base
+        self.tf = T.Compose([T.CenterCrop(preset.crop), T.Resize(preset.image_size), T.RandAugment(3, 5),
+                             T.ToTensor(), T.Normalize(preset.mean, preset.std)])
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        img = Image.fromarray(self.base.images[i].permute(1, 2, 0).numpy())
+        return {"image": self.tf(img), "ground": self.base.ground[i], "mask": self.base.mask[i]}
+
+
+def _identity(x):
+    return x
+
+
+def _sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _loader(ds, batch, workers, pin, batched):
+    sampler = GlobalBatchSampler(len(ds), batch, seed=0)
+    return DataLoader(ds, batch_sampler=sampler, num_workers=workers, pin_memory=pin, collate_fn=_identity if batched else None,
+                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+
+
+def _endless(loader):
+    epoch = 0
+    while True:
+        loader.batch_sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def make_step(model, opt, dev, transform=None, amp=None):
+    "One optimiser step on a loader batch; `transform` (ours) turns uint8 patches into normalised images on the device."
+
+    def step(batch):
+        x = batch["image"].to(dev, non_blocking=True)
+        if transform is not None:
+            x = transform(x)
+        ground = batch["ground"].to(dev, non_blocking=True)
+        mask = batch["mask"].to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            loss = model(x, ground, mask)["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def measure(step, loader, batch, dev, warmup: int, seconds: float, min_steps: int = 3) -> float:
+    "Images per second over at least `seconds` (and `min_steps` steps) after `warmup` steps, data loading included."
+    it = _endless(loader)
+    for _ in range(warmup):
+        step(next(it))
+    _sync(dev)
+    t0, n = time.perf_counter(), 0
+    while n < min_steps or time.perf_counter() - t0 < seconds:
+        step(next(it))
+        n += 1
+        if n % 5 == 0:
+            _sync(dev)
+    _sync(dev)
+    return n * batch / (time.perf_counter() - t0)
+
+
+def count_flops_per_image(model, transform, data, dev, batch: int = 8) -> float:
+    "Forward + backward FLOPs of one training step per image (FlopCounterMode; matmuls, convolutions, attention)."
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b = data.__getitems__(list(range(batch)))
+    x = transform(b["image"].to(dev))
+    with FlopCounterMode(display=False) as fc:
+        loss = model(x, b["ground"].to(dev), b["mask"].to(dev))["loss"]
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops() / batch
+
+
+def build(preset, dev, fused):
+    model = build_senclip(preset, device=dev)
+    model.train()
+    opt = torch.optim.AdamW(param_groups(model, preset.weight_decay), lr=preset.lr, fused=fused or None)
+    return model, opt
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--gpu", action="store_true", help="ViT-B/32 on the GPU (default: tiny model on the CPU)")
+    ap.add_argument("--arch", default=None, help="override the architecture (GPU default ViT-B-32-quickgelu; e.g. RN50)")
+    ap.add_argument("--json", default=None, help="write all numbers to this JSON file")
+    ap.add_argument("--results", default="runs/bench/results.json", help="bench_record's results file")
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="device peak for MFU (H100 SXM dense bf16: 989)")
+    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers, both sides (default: min(16, cores))")
+    ap.add_argument("--max-batch", type=int, default=None, help="largest batch tried (GPU 2048, CPU 128)")
+    ap.add_argument("--seconds", type=float, default=None, help="seconds per measurement (GPU 8, CPU 3)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
+    ap.add_argument("--budget", type=float, default=210.0, help="seconds after which optional phases are skipped")
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+
+    gpu = args.gpu
+    if gpu and not torch.cuda.is_available():
+        sys.exit("--gpu was given but torch sees no CUDA device")
+    dev = torch.device("cuda" if gpu else "cpu")
+    register_model_configs()
+    arch = args.arch or ("ViT-B-32-quickgelu" if gpu else "senclip-tiny-vit")
+    size = 224 if gpu else 32
+    preset = get_preset("official-code", arch=arch, pretrained="", image_size=size, batch_size=32)
+    workers = args.workers if args.workers is not None else min(16, os.cpu_count() or 1)
+    seconds = args.seconds or (8.0 if gpu else 3.0)
+    max_batch = args.max_batch or (2048 if gpu else 128)
+    warm = 5 if gpu else 2
+    channels_last = "RN" in arch
+    if gpu:
+        torch.backends.cudnn.benchmark = True
+    print(f"device: {machine_name()}; arch {arch} at {size}px; {workers} loader workers; peak {args.peak_tflops} TFLOP/s "
+          f"({'given' if '--peak-tflops' in (argv or sys.argv) else 'default: H100 SXM dense bf16'})", flush=True)
+    res = {"device": machine_name(), "arch": arch, "image_size": size, "workers": workers, "peak_tflops": args.peak_tflops,
+           "torch": torch.__version__, "note": "random-init weights, synthetic data: throughput only"}
+    model, opt = build(preset, dev, fused=False)
+    dim = model.embed_dim
+    data = SyntheticPatches(4096 if gpu else 512, 100, dim)
+
+    # --- official configuration: fp32, PIL RandAugment per sample in the workers
+    off_loader = _loader(OfficialPIL(data, preset), 32, workers, gpu, batched=False)
+    ips_off = measure(make_step(model, opt, dev), off_loader, 32, dev, warm, seconds)
+    del off_loader
+    res["official_b32_images_per_s"] = ips_off
+    print(f"official (fp32, PIL RandAugment in workers), batch 32: {ips_off:.1f} img/s", flush=True)
+
+    # --- ours: uint8 batches, augmentation on the device, bf16 autocast, fused AdamW
+    del model, opt
+    ours = preset.replace(precision="bf16")
+    model, opt = build(ours, dev, fused=gpu)
+    if channels_last:
+        model.visual.to(memory_format=torch.channels_last)
+    transform = TrainTransform(ours, channels_last=channels_last).to(dev)
+    amp = torch.bfloat16 if gpu else None  # CPU runs stay fp32 (as senclip.train does)
+    step = make_step(model, opt, dev, transform, amp)
+    loader32 = _loader(data, 32, workers, gpu, batched=True)
+    ips = {"eager": measure(step, loader32, 32, dev, warm, seconds)}
+    print(f"ours eager (bf16 on GPU, device RandAugment), batch 32: {ips['eager']:.1f} img/s", flush=True)
+    compiled = False
+    if not args.no_compile and gpu and time.perf_counter() - t_start < args.budget * 0.4:
+        try:
+            t = time.perf_counter()
+            model.visual.compile()
+            ips["compiled"] = measure(step, loader32, 32, dev, warm, seconds)
+            compiled = True
+            print(f"ours compiled, batch 32: {ips['compiled']:.1f} img/s (compile+warm-up {time.perf_counter() - t:.0f} s)", flush=True)
+        except Exception as e:  # report, keep the eager numbers
+            print(f"torch.compile failed: {type(e).__name__}: {e}", flush=True)
+            res["compile_error"] = f"{type(e).__name__}: {e}"
+    del loader32
+    best32 = max(ips.values())
+    res["ours_b32_images_per_s"] = ips
+    res["ratio_b32"] = best32 / ips_off
+    print(f"ratio ours/official at batch 32: {res['ratio_b32']:.2f}x", flush=True)
+
+    # --- FLOPs per image (eager, fp32 graph; counts do not depend on dtype)
+    flop_model, _ = build(ours, dev, fused=False)
+    fpi = count_flops_per_image(flop_model, transform, data, dev)
+    del flop_model
+    res["train_flops_per_image"] = fpi
+    print(f"forward+backward: {fpi / 1e9:.2f} GFLOP per image", flush=True)
+
+    # --- largest batch that fits (doubling), then ours at that batch
+    largest, b = 32, 64
+    while b <= max_batch and b <= len(data) and time.perf_counter() - t_start < args.budget * 0.7:
+        try:
+            batch = data.__getitems__(list(range(b)))
+            for _ in range(2):
+                step(batch)
+            _sync(dev)
+            largest = b
+            b *= 2
+        except torch.OutOfMemoryError:
+            opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            break
+    res["largest_batch"] = largest
+    loaderL = _loader(data, largest, workers, gpu, batched=True)
+    ipsL = measure(step, loaderL, largest, dev, 2 if compiled else warm, seconds)
+    mfu = fpi * ipsL / (args.peak_tflops * 1e12)
+    res.update(ours_largest_images_per_s=ipsL, mfu_largest=mfu, largest_compiled=compiled)
+    print(f"ours{' compiled' if compiled else ''}, batch {largest}: {ipsL:.1f} img/s, MFU {100 * mfu:.1f} % of "
+          f"{args.peak_tflops} TFLOP/s", flush=True)
+
+    tag = "gpu" if gpu else "cpu-tiny"
+    bench_record(f"train.{tag}.official_b32", ips_off, "img/s", results=args.results)
+    bench_record(f"train.{tag}.ours_b32", best32, "img/s", results=args.results)
+    bench_record(f"train.{tag}.ratio_b32", res["ratio_b32"], "x", goal=">= 3 on H100" if gpu else "", results=args.results)
+    bench_record(f"train.{tag}.ours_largest_b{largest}", ipsL, "img/s", results=args.results)
+    bench_record(f"train.{tag}.mfu_largest", 100 * mfu, "%", goal="> 35 on H100" if gpu else "", results=args.results)
+    res["seconds"] = time.perf_counter() - t_start
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2), flush=True)
+    return res
+
+
+if __name__ == "__main__":
+    main()
