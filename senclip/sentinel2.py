@@ -21,9 +21,10 @@ import pandas as pd
 from .core import repo_root, sample_dir
 
 # %% auto 0
-__all__ = ['S2_RESOLUTION', 'RGB_BANDS', 'BANDS_10_20M', 'SCL_CLOUDY', 'BAND_ALIASES', 'PC_STAC_URL', 'parse_band_name', 'Scene',
-           'open_scene', 'cloud_bands', 'cut_patches', 'month_window', 'geometry_contains', 'select_item', 'StacSource',
-           'find_scenes', 'scene_from_item', 'patches_from_stac']
+__all__ = ['S2_RESOLUTION', 'RGB_BANDS', 'BANDS_10_20M', 'SCL_CLOUDY', 'BAND_ALIASES', 'S2_FIXED_RANGE', 'PC_STAC_URL',
+           'parse_band_name', 'Scene', 'open_scene', 'cloud_bands', 'cut_patches', 'patches_from_scenes',
+           'stretch_to_uint8', 'month_window', 'geometry_contains', 'select_item', 'StacSource', 'find_scenes',
+           'scene_from_item', 'patches_from_stac']
 
 # %% ../nbs/01b_sentinel2.ipynb
 S2_RESOLUTION = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10, "B8A": 20,
@@ -334,6 +335,58 @@ def cut_patches(
     finally:
         if own:
             scene.close()
+
+# %% ../nbs/01b_sentinel2.ipynb
+def patches_from_scenes(
+    scenes: Sequence,  # paths (or Scenes) in order of preference
+    points: pd.DataFrame,  # id, lat, lon
+    out_dir: str | Path | None,
+    progress: bool = True,
+    **kwargs,  # passed to `cut_patches`
+) -> pd.DataFrame:
+    "`cut_patches` over several scenes, each opened once; one row per point."
+    best = None
+    todo = points
+    for sc in scenes:
+        if len(todo) == 0:
+            break
+        res = cut_patches(sc, todo, out_dir, progress=progress, **kwargs).set_index("id")
+        if best is None:
+            best = res
+        else:
+            upd = res.index[(res.status == "ok") | (best.loc[res.index, "status"] == "outside_scene")]
+            best.loc[upd] = res.loc[upd]
+        todo = points[points["id"].astype(str).isin(best.index[best.status != "ok"])]
+    if best is None:
+        raise ValueError("patches_from_scenes: no scene given")
+    return best.loc[points["id"].astype(str)].reset_index()
+
+# %% ../nbs/01b_sentinel2.ipynb
+S2_FIXED_RANGE = {  # band -> (low, high) in reflectance x 10000 mapped to 0..255 by the 'fixed' stretch
+    "B01": (0, 3000), "B02": (0, 3000), "B03": (0, 3000), "B04": (0, 3000), "B05": (0, 4000), "B06": (0, 6000),
+    "B07": (0, 6000), "B08": (0, 6000), "B8A": (0, 6000), "B09": (0, 6000), "B10": (0, 300), "B11": (0, 5000),
+    "B12": (0, 4000),
+}
+
+
+def stretch_to_uint8(
+    arr: np.ndarray,  # (C, H, W) digital numbers
+    bands: Sequence[str],  # band names of the C channels
+    method: str = "minmax",  # minmax (official: joint per-image min-max) | fixed (S2_FIXED_RANGE per band)
+    offset: float = 0.0,  # DN offset to remove first (fixed only)
+) -> np.ndarray:
+    "An 8-bit (C, H, W) image."
+    a = arr.astype(np.float32)
+    if method == "minmax":
+        lo, hi = float(a.min()), float(a.max())
+        out = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+    elif method == "fixed":
+        rng = np.array([S2_FIXED_RANGE[b] for b in bands], np.float32)
+        lo, hi = rng[:, :1, None], rng[:, 1:, None]
+        out = (a - offset - lo) / (hi - lo) * 255.0
+    else:
+        raise ValueError(f"stretch {method!r} is not one of 'minmax', 'fixed'")
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 # %% ../nbs/01b_sentinel2.ipynb
 PC_STAC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
