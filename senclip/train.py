@@ -320,6 +320,11 @@ def train(
 
     # --- model, optimiser, schedule
     model = build_senclip(p, device=dev)
+    if getattr(model, "image_size", p.image_size) != p.image_size:  # e.g. a tiny arch built at its own size
+        if main:
+            print(f"note: preset image_size {p.image_size} differs from the {p.arch} tower's input size "
+                  f"{model.image_size}; training at {model.image_size}", flush=True)
+        p = p.replace(image_size=model.image_size)
     cl = ("RN" in p.arch) if channels_last == "auto" else bool(channels_last)
     if cl:
         model.visual.to(memory_format=torch.channels_last)
@@ -458,11 +463,20 @@ def export_run(
                 openai=export_openai(model, out_dir / "senclip_openai.pt"))
 
 
-def sample_pairs(preset: Preset) -> tuple[Path, Path]:
-    "The bundled sample pairs (manifest, store) for `preset`'s ground model, built once into the cache."
+def sample_pairs(
+    preset: Preset,  # its arch/pretrained embed the sample's ground photos
+    out_dir: str | Path | None = None,  # default: the cache (built once per architecture)
+) -> tuple[Path, Path]:
+    "(manifest, store) of the bundled sample pairs for `preset`'s ground model, built on first use."
+    from senclip.core import cache_dir
     from senclip.pairs import build_sample_pairs
 
-    return build_sample_pairs(preset=preset)
+    out = Path(out_dir) if out_dir else cache_dir("sample_pairs", f"{preset.arch}-{preset.pretrained or 'random'}")
+    manifest, store = out / "manifest.parquet", out / "ground.safetensors"
+    if not (manifest.exists() and store.exists()):
+        res = build_sample_pairs(out, model=preset.arch, pretrained=preset.pretrained)
+        manifest, store = res["manifest"], res["store"]
+    return Path(manifest), Path(store)
 
 # %% ../nbs/03b_train.ipynb
 def parse_overrides(items: list[str] | None) -> dict:
