@@ -246,7 +246,9 @@ def load_config(path: str | Path) -> dict:
 
 def make_pairs(cfg: dict | None = None, **overrides) -> dict:
     "Run the pairing pipeline (see PAIRS_DEFAULTS for the options); returns paths and counts per status."
-    c = dict(PAIRS_DEFAULTS, **(cfg or {}), **{k: v for k, v in overrides.items() if v is not None})
+    c = dict(PAIRS_DEFAULTS)
+    c.update(cfg or {})
+    c.update({k: v for k, v in overrides.items() if v is not None})
     out = Path(c["out"])
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -288,7 +290,12 @@ def make_pairs(cfg: dict | None = None, **overrides) -> dict:
     good = m[m.status == "ok"]
     store_path = out / "ground.safetensors"
     if c["embeddings"]:
-        store = read_lucas_embeddings(c["embeddings"], ids=good["id"].astype(str).tolist())
+        from senclip.embeddings import LUCAS_EMB_FILES
+
+        known = Path(c["embeddings"]).name in LUCAS_EMB_FILES  # else: made by --model
+        store = read_lucas_embeddings(c["embeddings"], arch=None if known else c["model"],
+                                      pretrained=None if known else (c["pretrained"] or ""),
+                                      ids=good["id"].astype(str).tolist())
         store.save(store_path)
     else:
         store = embed_photos(good[["id", *[f"photo_{v}" for v in DIRECTIONS]]], store_path, c["model"],
@@ -358,7 +365,6 @@ def senclip_pairs(
     print(f"manifest: {res['manifest']}\nstore:    {res['store']}\ncounts per status:")
     for k, v in sorted(res["counts"].items(), key=lambda kv: (kv[0] != "ok", kv[0])):
         print(f"  {k:<18}{v}")
-    return res
 
 # %% ../nbs/01c_pairs.ipynb
 def plot_pair(
