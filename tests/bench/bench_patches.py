@@ -88,5 +88,5 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--size", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
-    a = ap.parse_args()
+    a, _ = ap.parse_known_args()  # run_all.py may pass flags meant for other scripts (e.g. --gpu)
     main(a.n, a.size, a.repeats)
