@@ -206,7 +206,7 @@ def stamp(fig, untrained: bool):
     if untrained:
         fig.text(0.5, 0.5, UNTRAINED, ha="center", va="center", fontsize=16, color="red", alpha=0.35, rotation=20,
                  transform=fig.transFigure)
-        fig.text(0.01, 0.005, UNTRAINED, fontsize=8, color="red")
+        fig.text(0.01, 0.995, UNTRAINED, fontsize=8, color="red", va="top")
     return fig
 
 
