@@ -114,6 +114,7 @@ class ImageTower:
     arch: str
     pretrained: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    random_weights: bool = False  # untrained tower: its embeddings carry no meaning (label results accordingly)
 
 
 def load_image_tower(
@@ -135,7 +136,7 @@ def load_image_tower(
             if mod is not None:
                 mod.eval().requires_grad_(False)
             return ImageTower(m.encode_image, m.preprocess, getattr(m, "name", name), getattr(m, "arch", name),
-                              str(getattr(m, "pretrained", "")), dev)
+                              str(getattr(m, "pretrained", "")), dev, bool(getattr(m, "random_weights", False)))
         import open_clip
 
         model = create_model(name, pretrained or "").to(dev).eval().requires_grad_(False)
@@ -145,7 +146,7 @@ def load_image_tower(
         std = getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
         pre = open_clip.image_transform(size, is_train=False, mean=mean, std=std)
     label = f"{name}" + (f"/{pretrained}" if pretrained else "")
-    return ImageTower(model.encode_image, pre, label, name, pretrained or "", dev)
+    return ImageTower(model.encode_image, pre, label, name, pretrained or "", dev, not pretrained)
 
 # %% ../nbs/01c_embeddings.ipynb
 def _load_photo(path: str, photo_size: int, preprocess):
@@ -255,7 +256,8 @@ def embed_photos(
             else:
                 bad += 1
         EmbeddingStore(ids[lo:hi], emb.to(getattr(torch, dtype)), mask,
-                       dict(model_name=tower.name, arch=tower.arch, pretrained=tower.pretrained)).save(shard)
+                       dict(model_name=tower.name, arch=tower.arch, pretrained=tower.pretrained,
+                            random_weights=str(tower.random_weights).lower())).save(shard)
     bar.close()
     stores = [EmbeddingStore.load(parts / f"shard_{k:05d}.safetensors") for k in range(n_shards)]
     dims = {s.dim for s in stores if bool(s.mask.any())}
