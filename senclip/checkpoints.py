@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'CHECKPOINTS', 'WEIGHT_SUFFIXES', 'KNOWN_ARCHS', 'Checkpoint', 'register_checkpoint', 'list_checkpoints',
            'pick_file', 'fetch_checkpoint', 'UnsafeCheckpointError', 'CheckpointFormatError', 'read_checkpoint',
            'to_open_clip', 'arch_shapes', 'check_state_dict', 'infer_arch', 'ZeroShotModel', 'make_preprocess',
-           'load_clip', 'load', 'export_openai', 'export_safetensors']
+           'load_clip', 'build_model', 'load', 'export_openai', 'export_safetensors']
 
 # %% ../nbs/02b_checkpoints.ipynb
 @dataclass(frozen=True)
@@ -391,17 +391,45 @@ def load_clip(
     arch: str | None,  # open_clip architecture; None = from the checkpoint's metadata or its shapes
     path: str | Path,  # checkpoint file
     source: str = "",  # for messages
+    hint: str | None = None,  # an architecture to try first when none is given or recorded (e.g. from a config.json)
 ) -> tuple[nn.Module, str, dict]:
     "(fp32 open_clip model with the weights of `path` loaded strictly, arch, metadata)."
     sd, meta = read_checkpoint(path)
     sd, dropped = to_open_clip(sd, source or str(path))
     if dropped:
         log.info("%s: ignored %d non-CLIP tensors, e.g. %s", path, len(dropped), dropped[:5])
-    arch = arch or meta.get("arch") or infer_arch(sd)
+    if not arch and meta.get("arch"):
+        arch = meta["arch"]
+    if not arch and hint and arch_shapes(hint) == {k: tuple(v.shape) for k, v in sd.items()}:
+        arch = hint
+    arch = arch or infer_arch(sd)
     check_state_dict(sd, arch, source or str(path))
-    model = create_model(arch)
-    model.load_state_dict(sd, strict=True)
-    return model.float().eval(), arch, meta
+    return build_model(arch, sd), arch, meta
+
+
+def build_model(
+    arch: str,  # open_clip architecture
+    sd: dict,  # its complete fp32 state dict
+) -> nn.Module:
+    "The open_clip model of `arch` holding exactly the tensors of `sd` (built on the meta device: no random init)."
+    import open_clip
+
+    register_model_configs()
+    try:
+        with torch.device("meta"):
+            model = open_clip.create_model(arch, device="meta")
+        model.load_state_dict(sd, strict=True, assign=True)
+        for mod in model.modules():  # the only non-persistent buffer of open_clip's CLIP: the causal text mask
+            m = mod._buffers.get("attn_mask")
+            if m is not None and m.is_meta and "attn_mask" in mod._non_persistent_buffers_set:
+                mod._buffers["attn_mask"] = torch.full(m.shape, float("-inf")).triu_(1)
+        if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
+            raise RuntimeError("tensors left on the meta device")
+    except Exception as e:  # any other architecture: the plain way (random init, then copy)
+        log.info("meta-device build of %s failed (%s); building normally", arch, e)
+        model = create_model(arch)
+        model.load_state_dict(sd, strict=True)
+    return model.float().eval()
 
 
 def _local_weights(folder: Path) -> tuple[Path, dict]:
@@ -454,7 +482,7 @@ def load(
         else:
             sidecar = path.with_suffix(".json")
             config = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-        model, arch, meta = load_clip(arch or config.get("arch") or _config_arch(config), path)
+        model, arch, meta = load_clip(arch or config.get("arch"), path, hint=_config_arch(config))
         meta = {**config, **meta}
     else:
         register_model_configs()
