@@ -468,6 +468,7 @@ class StacSource:
         self.sign = ("planetarycomputer" in self.url) if sign is None else sign
         self.static = self.url.endswith(".json") or Path(self.url).exists()
         self._all = None
+        self._client = None
         self._cache: dict = {}
 
     def items(self, lon: float, lat: float, start, end) -> list:
@@ -483,10 +484,11 @@ class StacSource:
             return [it for it in self._all if s <= _item_time(it) <= e and _item_contains(it, lon, lat)]
         key = (round(lon, 2), round(lat, 2), str(start), str(end))
         if key not in self._cache:
-            from pystac_client import Client
+            if self._client is None:
+                from pystac_client import Client
 
-            client = Client.open(self.url)
-            search = client.search(collections=[self.collection], intersects={"type": "Point", "coordinates": [lon, lat]},
+                self._client = Client.open(self.url)
+            search = self._client.search(collections=[self.collection], intersects={"type": "Point", "coordinates": [lon, lat]},
                                    datetime=f"{pd.Timestamp(start).isoformat()}Z/{pd.Timestamp(end).isoformat()}Z")
             self._cache[key] = list(search.items())
         return self._cache[key]

@@ -1,0 +1,89 @@
+"""senclip.sentinel2.StacSource against a real STAC *API* (not a static file) on 127.0.0.1: pystac-client opens the
+landing page, POSTs item searches (point + datetime), and the scene selection and patch cutting follow. The API
+serves the items of tests/data/stac with absolute asset paths, filtering them as a STAC API does."""
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pystac
+import pytest
+from pyproj import Transformer
+
+from senclip.sentinel2 import StacSource, _item_contains, _item_time, find_scenes, open_scene, patches_from_stac
+
+STAC = Path(__file__).parent / "data" / "stac"
+
+
+@pytest.fixture
+def stac_api():
+    cat = pystac.Catalog.from_file(str(STAC / "catalog.json"))
+    items = []
+    for it in cat.get_items(recursive=True):
+        it.make_asset_hrefs_absolute()
+        items.append(it)
+    searches = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def send_json(self, obj):
+            body = json.dumps(obj).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            root = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if self.path.rstrip("/") in ("", "/"):
+                return self.send_json({
+                    "type": "Catalog", "id": "test-api", "stac_version": "1.0.0", "description": "test STAC API",
+                    "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
+                                   "https://api.stacspec.org/v1.0.0/item-search#query"],
+                    "links": [{"rel": "self", "href": root + "/"}, {"rel": "root", "href": root + "/"},
+                              {"rel": "search", "href": root + "/search", "method": "POST", "type": "application/geo+json"}]})
+            self.send_error(404)
+
+        def do_POST(self):
+            q = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            searches.append(q)
+            lon, lat = q["intersects"]["coordinates"]
+            start, end = (pd.Timestamp(t.rstrip("Z")) for t in q["datetime"].split("/"))
+            hits = [it.to_dict() for it in items if it.collection_id in q.get("collections", [it.collection_id])
+                    and _item_contains(it, lon, lat) and start <= _item_time(it) <= end]
+            self.send_json({"type": "FeatureCollection", "features": hits, "links": []})
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}", searches
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_search_select_and_cut_through_a_stac_api(stac_api, tmp_path):
+    url, searches = stac_api
+    with open_scene(STAC / "cog") as cog:
+        tr = Transformer.from_crs(cog.crs, 4326, always_xy=True)
+        ll = [tr.transform(*(cog.transform * (c, r))) for c, r in [(40, 90), (64, 64), (100, 100)]]
+    pts = pd.DataFrame({"id": ["a0000001", "a0000002", "a0000003"], "lon": [p[0] for p in ll],
+                        "lat": [p[1] for p in ll], "date": ["2018-06-15", "2018-08-10", "2018-06-15"]})
+    src = StacSource(url)
+    assert not src.static and not src.sign  # an API that is not the Planetary Computer: no signing
+    found, items = find_scenes(pts, src, max_cloud=20, progress=False)
+    assert list(found.scene) == ["S2_20180620_c05", "S2_20180905_c08", "S2_20180620_c05"]
+    assert list(found.widened) == [0, 1, 0]
+    assert searches and all(q["collections"] == ["sentinel-2-l2a"] for q in searches)
+    assert searches[0]["datetime"].startswith("2018-04-01T00:00:00")  # one search per point covers +-2 months
+    got = patches_from_stac(pts, tmp_path, src, progress=False, size=32)
+    assert list(got.status) == ["ok", "ok", "ok"] and all(Path(p).exists() for p in got.patch)
+
+
+def test_planetary_computer_is_signed_by_default():
+    assert StacSource().sign and StacSource().collection == "sentinel-2-l2a"
+    assert not StacSource(str(STAC / "catalog.json")).sign
