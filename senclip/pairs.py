@@ -218,7 +218,7 @@ PAIRS_DEFAULTS = dict(
     photo_url=LUCAS_PHOTO_URL, download_workers=4, scenes=None, stac=None, collection="sentinel-2-l2a",
     scene_cloud=20.0, widen_months=2, size=100, bands="B04,B03,B02", max_cloud=0.1, max_nodata=0.0,
     model="ViT-B-32-quickgelu", pretrained="openai", embeddings=None, batch_size=64, shard_size=1024, photo_size=512,
-    dtype="float16", device="auto", block_m=10_000.0, val_fraction=0.1, seed=0, out="runs/pairs", progress=True,
+    dtype="float16", device="auto", embed_workers=0, block_m=10_000.0, val_fraction=0.1, seed=0, out="runs/pairs", progress=True,
 )
 
 
@@ -300,7 +300,8 @@ def make_pairs(cfg: dict | None = None, **overrides) -> dict:
     else:
         store = embed_photos(good[["id", *[f"photo_{v}" for v in DIRECTIONS]]], store_path, c["model"],
                              c["pretrained"] if c["pretrained"] is not None else None, int(c["batch_size"]),
-                             int(c["shard_size"]), int(c["photo_size"]), c["dtype"], c["device"], progress=c["progress"])
+                             int(c["shard_size"]), int(c["photo_size"]), c["dtype"], c["device"],
+                             int(c["embed_workers"]), progress=c["progress"])
     counts = m.status.value_counts().to_dict()
     summary = dict(counts=counts, splits=m[m.status == "ok"].split.value_counts().to_dict(), points=len(m),
                    pairs=int(counts.get("ok", 0)), photos=int(store.mask.sum()), model=store.model_name, dim=store.dim,
@@ -349,6 +350,7 @@ def senclip_pairs(
     batch_size: int = None,  # photos per forward pass (64)
     photo_size: int = None,  # Lanczos downsampling of photos before the model's transform (512; 0 = keep)
     device: str = None,  # auto | cpu | cuda
+    embed_workers: int = None,  # DataLoader workers decoding photos (0)
     block_m: float = None,  # block size of the spatial split, metres (10000)
     val_fraction: float = None,  # share of blocks for validation (0.1)
     seed: int = None,

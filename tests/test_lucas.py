@@ -111,3 +111,11 @@ def test_every_rejection_reason_from_a_csv(tmp_path):
                               "impossible_coords", "missing_date", "bad_date"]
     assert set(p.status) - {"ok"} == set(REJECT_REASONS)
     assert p.reason[4].startswith("row 6:")  # the reason names the CSV line
+
+
+def test_offline_switch_is_one_clear_error(tmp_path, points, monkeypatch):
+    from senclip.core import OfflineError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="downloads are disabled"):
+        download_photos(points, tmp_path, base_url="http://127.0.0.1:9", progress=False)
