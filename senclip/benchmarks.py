@@ -292,8 +292,10 @@ def stretch_minmax(x: np.ndarray) -> np.ndarray:
     "Joint min-max of all bands to 0..255, truncated to uint8 (as cv2.normalize(NORM_MINMAX) + np.uint8)."
     x = x.astype(np.float64)
     lo, hi = x.min(), x.max()
-    y = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
-    return y.astype(np.uint8)
+    if hi <= lo:
+        return np.zeros(x.shape, np.uint8)
+    scale = 255.0 / (hi - lo)  # cv2.normalize: dst = src * scale + shift
+    return np.clip(x * scale - lo * scale, 0, 255).astype(np.uint8)
 
 
 def stretch_image(x: np.ndarray, stretch: str = "minmax") -> np.ndarray:

@@ -421,5 +421,4 @@ def senclip_eval(
                          eurosat_root=eurosat_root, eurosat_split=eurosat_split, bigearthnet_root=bigearthnet_root,
                          bigearthnet_split=bigearthnet_split, bigearthnet_subset=bigearthnet_subset,
                          ben_bands=ben_bands, lucas_manifest=lucas_manifest, on_error=on_error)
-    print((Path(out) / "table1.md").read_text())
-    return res
+    print((Path(out) / "table1.md").read_text())  # nothing returned: console scripts exit with the return value

@@ -1,0 +1,182 @@
+"""Benchmark datasets on real data: the full EuroSAT folder (when ../shared/data is present), the bundled sample,
+the 6 real BigEarthNet v1 patches (labels and band order checked independently), bad files, and the EuroSAT
+download path against a real HTTP server on 127.0.0.1."""
+import hashlib
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from torch.utils.data import DataLoader
+
+from senclip.benchmarks import (BEN43_TO_19, BEN19_CLASSES, BEN_OFFICIAL_BANDS, BadSampleError, BigEarthNet, EuroSAT,
+                                EUROSAT_COUNTS, collate_skip, download_eurosat, official_subset)
+from senclip.core import sample_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_EUROSAT = ROOT.parent / "shared" / "data" / "eurosat"
+
+
+@pytest.mark.skipif(not (SHARED_EUROSAT / "2750").is_dir(), reason="the full EuroSAT copy (../shared/data) is not here")
+def test_full_eurosat_folder():
+    ds = EuroSAT(SHARED_EUROSAT)
+    assert len(ds) == 27000
+    assert ds.class_counts() == EUROSAT_COUNTS
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(ds), 200, replace=False):  # a random subset decodes as 64x64 RGB with the right label
+        s = ds[int(i)]
+        assert s["image"].shape == (3, 64, 64) and s["image"].dtype == torch.uint8
+        assert Path(s["meta"]["path"]).parent.name == ds.classes[s["label"]]
+    # the mirror's split file (CSV with a Filename column)
+    split = SHARED_EUROSAT / "splits" / "test.csv"
+    if split.exists():
+        te = EuroSAT(SHARED_EUROSAT, split=split)
+        assert len(te) == 2700 and te[0]["image"].shape == (3, 64, 64)
+
+
+def test_sample_eurosat_matches_folder():
+    ds = EuroSAT(sample_dir("eurosat"))
+    assert len(ds) == 200 and set(ds.class_counts().values()) == {20}
+    from PIL import Image
+
+    s = ds[57]
+    ref = np.asarray(Image.open(s["meta"]["path"]).convert("RGB"))
+    assert np.array_equal(s["image"].permute(1, 2, 0).numpy(), ref)
+
+
+# the real labels of the 6 bundled patches (from their labels_metadata.json), mapped by hand to BigEarthNet-19
+BEN_EXPECTED = {
+    "S2A_MSIL2A_20170613T101031_87_48": ["Arable land", "Land principally occupied by agriculture, with significant areas of natural vegetation"],
+    "S2A_MSIL2A_20170617T113321_36_85": ["Arable land", "Pastures"],
+    "S2A_MSIL2A_20170617T113321_4_55": ["Pastures"],
+    "S2A_MSIL2A_20171221T112501_56_35": ["Complex cultivation patterns", "Land principally occupied by agriculture, with significant areas of natural vegetation", "Broad-leaved forest", "Transitional woodland, shrub"],
+    "S2B_MSIL2A_20170924T93020_69_24": ["Coniferous forest", "Mixed forest", "Transitional woodland, shrub", "Inland wetlands", "Inland waters"],
+    "S2B_MSIL2A_20180204T94161_57_38": ["Arable land", "Coniferous forest", "Mixed forest"],
+}
+
+
+def test_bigearthnet_labels_19():
+    ds = BigEarthNet(sample_dir("bigearthnet"))
+    assert sorted(ds.patches) == sorted(BEN_EXPECTED)
+    for i, name in enumerate(ds.patches):
+        got = [BEN19_CLASSES[j] for j in ds[i]["label"].nonzero().flatten().tolist()]
+        assert got == BEN_EXPECTED[name], name
+
+
+def test_bigearthnet_mapping_table():
+    assert len(BEN43_TO_19) == 43
+    dropped = sorted(k for k, v in BEN43_TO_19.items() if v is None)
+    assert dropped == sorted(["Road and rail networks and associated land", "Port areas", "Airports",
+                              "Mineral extraction sites", "Dump sites", "Construction sites", "Green urban areas",
+                              "Sport and leisure facilities", "Bare rock", "Burnt areas", "Intertidal flats"])
+    assert set(v for v in BEN43_TO_19.values() if v) == set(BEN19_CLASSES)
+
+
+def _stretch(x):
+    "cv2.normalize(x, None, 0, 255, NORM_MINMAX) in float64, then np.uint8 (the authors' stretch)."
+    x = x.astype(np.float64)
+    scale = 255.0 / (x.max() - x.min())
+    return np.clip(x * scale - x.min() * scale, 0, 255).astype(np.uint8)
+
+
+def test_bigearthnet_rgb_order_band_by_band():
+    root = sample_dir("bigearthnet")
+    ds = BigEarthNet(root)
+    off = BigEarthNet(root, bands=BEN_OFFICIAL_BANDS)
+    for i, name in enumerate(ds.patches):
+        bands = {}
+        for b in ("B02", "B03", "B04"):
+            with rasterio.open(root / name / f"{name}_{b}.tif") as src:
+                bands[b] = src.read(1)
+        rgb = _stretch(np.stack([bands["B04"], bands["B03"], bands["B02"]]))
+        bgr = _stretch(np.stack([bands["B02"], bands["B03"], bands["B04"]]))
+        assert np.array_equal(ds[i]["image"].numpy(), rgb), name
+        assert np.array_equal(off[i]["image"].numpy(), bgr), name
+
+
+def test_bigearthnet_subset_and_split(tmp_path):
+    root = sample_dir("bigearthnet")
+    sub = BigEarthNet(root, subset=4, seed=42)
+    all_ = BigEarthNet(root)
+    assert sub.patches == [all_.patches[i] for i in official_subset(6, 4, 42)]
+    # the authors' subset is torch.utils.data.random_split after torch.manual_seed(42)
+    torch.manual_seed(42)
+    a, _ = torch.utils.data.random_split(list(range(6)), [4, 2])
+    assert list(a.indices) == official_subset(6, 4, 42)
+    (tmp_path / "test.csv").write_text("S2B_MSIL2A_20170924T93020_69_24,S1x\nS2A_MSIL2A_20170617T113321_4_55,S1y\n")
+    assert BigEarthNet(root, split=tmp_path / "test.csv").patches == ["S2B_MSIL2A_20170924T93020_69_24", "S2A_MSIL2A_20170617T113321_4_55"]
+
+
+def test_bad_files(tmp_path):
+    # a truncated JPEG: a clear error, or a counted skip
+    d = tmp_path / "eu" / "2750" / "River"
+    shutil.copytree(sample_dir("eurosat", "2750", "River"), d)
+    f = sorted(d.glob("*.jpg"))[3]
+    f.write_bytes(f.read_bytes()[:200])
+    strict = EuroSAT(tmp_path / "eu")
+    i = strict.files.index(f"River/{f.name}")
+    with pytest.raises(BadSampleError, match=f.name):
+        strict[i]
+    batches = list(DataLoader(EuroSAT(tmp_path / "eu", on_error="skip"), batch_size=8, collate_fn=collate_skip))
+    assert sum(b["skipped"] for b in batches) == 1 and sum(len(b["label"]) for b in batches) == 19
+    # through the embedding path, the skipped image is flagged and excluded
+    from senclip.zeroshot import embed_images, load_model
+
+    E = embed_images(load_model("senclip-tiny-vit"), EuroSAT(tmp_path / "eu", on_error="skip"), cache=False, progress=False)
+    assert E.skipped == 1 and not E.valid[i] and len(E.good()[0]) == 19
+    # a patch missing a band
+    ben = tmp_path / "ben"
+    shutil.copytree(sample_dir("bigearthnet"), ben)
+    name = "S2A_MSIL2A_20170617T113321_4_55"
+    (ben / name / f"{name}_B03.tif").unlink()
+    ds = BigEarthNet(ben)
+    k = ds.patches.index(name)
+    with pytest.raises(BadSampleError, match="band B03 missing"):
+        ds[k]
+    assert BigEarthNet(ben, on_error="skip")[k] is None
+    # a corrupt band file
+    (ben / name / f"{name}_B03.tif").write_bytes(b"not a tiff")
+    with pytest.raises(BadSampleError, match="can't read band B03"):
+        BigEarthNet(ben)[k]
+
+
+@pytest.fixture
+def online(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("SENCLIP_OFFLINE", raising=False)
+
+
+def _eurosat_zip(path: Path) -> bytes:
+    "A small archive in the official layout (2750/<Class>/*.jpg), made from the sample."
+    with zipfile.ZipFile(path, "w") as z:
+        for f in sorted(sample_dir("eurosat", "2750").glob("*/*.jpg"))[::10]:
+            z.write(f, f"2750/{f.parent.name}/{f.name}")
+    return path.read_bytes()
+
+
+def test_download_eurosat(http_server, tmp_path, online):
+    url, www, _ = http_server
+    data = _eurosat_zip(www / "EuroSAT.zip")
+    md5 = hashlib.md5(data).hexdigest()
+    root = download_eurosat(tmp_path / "data", source=f"{url}/EuroSAT.zip", sha256=hashlib.sha256(data).hexdigest(), md5=md5)
+    assert root == tmp_path / "data" / "2750"
+    ds = EuroSAT(tmp_path / "data")
+    assert len(ds) == 20 and ds[0]["image"].shape == (3, 64, 64)
+    # already there: no second download
+    assert download_eurosat(tmp_path / "data", source=f"{url}/missing.zip") == root
+    # a wrong md5 is rejected and the file moved aside
+    with pytest.raises(RuntimeError, match="md5"):
+        download_eurosat(tmp_path / "other", source=f"{url}/EuroSAT.zip", md5="0" * 32)
+    assert not (tmp_path / "other" / "2750").exists()
+
+
+def test_download_eurosat_offline(tmp_path, monkeypatch):
+    from senclip.core import OfflineError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError):
+        EuroSAT(tmp_path / "none", download=True)
