@@ -136,17 +136,21 @@ def _hf_listing(repo: str) -> list[str]:
     import huggingface_hub as hh
 
     cdir = cache_dir("hf")
+    err = None
     if not is_offline():
         try:
             return hh.list_repo_files(repo)
-        except (hh.errors.OfflineModeIsEnabled, hh.errors.LocalEntryNotFoundError):
-            pass
+        except hh.errors.RepositoryNotFoundError as e:
+            raise FileNotFoundError(f"Hugging Face repository {repo} does not exist (or is private)") from e
+        except Exception as e:  # Hub unreachable: fall back to the cache
+            err = e
     try:  # offline: the snapshot already in the cache
         snap = Path(hh.snapshot_download(repo, cache_dir=cdir, local_files_only=True))
     except Exception as e:
-        raise OfflineError(f"The file list of Hugging Face repository {repo} is needed, but downloads are disabled "
-                           f"(HF_HUB_OFFLINE/SENCLIP_OFFLINE) and {cdir} holds no copy of it. Unset the variable on "
-                           "a machine with internet, or load a local file instead.") from e
+        why = (f"the Hub could not be reached ({type(err).__name__}: {str(err)[:200]})" if err else
+               "downloads are disabled (HF_HUB_OFFLINE/SENCLIP_OFFLINE)")
+        raise OfflineError(f"The file list of Hugging Face repository {repo} is needed, but {why} and {cdir} holds "
+                           "no copy of it. Retry on a machine with internet, or load a local file instead.") from e
     return sorted(p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file())
 
 

@@ -131,7 +131,6 @@ class SenCLIP(nn.Module):
         if "queue" in negatives and queue_size < 1:
             raise ValueError(f"negatives={negatives!r} needs queue_size >= 1, got {queue_size}")
         self.clip = clip
-        self.visual = clip.visual
         self.arch, self.pretrained = arch, pretrained
         self.mean, self.std = tuple(mean), tuple(std)
         self.embed_dim = _embed_dim(clip)
@@ -156,6 +155,11 @@ class SenCLIP(nn.Module):
             p.requires_grad_(False)
         self.trainable = "whole_tower"
         self.apply_trainable_policy("whole_tower")
+
+    @property
+    def visual(self) -> nn.Module:
+        "The satellite image tower f_S (= clip.visual; registered once, under clip)."
+        return self.clip.visual
 
     @property
     def queue_size(self) -> int:
