@@ -237,3 +237,17 @@ def test_skyclip_zip_over_http(http_server, tmp_path, monkeypatch):
         _assert_same_weights(src, load("skyclip-test").model)
     finally:
         CHECKPOINTS.pop("skyclip-test")
+
+
+def test_torchscript_archive(tmp_path):
+    "OpenAI's original .pt files are TorchScript archives: read with torch.jit.load, exact weights."
+    import warnings
+
+    src = make.random_clip("senclip-tiny-vit", seed=3)
+    x, t = torch.randn(1, 3, 32, 32), torch.randint(0, 49407, (1, 77))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(src, (x, t), strict=False, check_trace=False)
+    traced.save(str(tmp_path / "ViT-tiny.pt"))
+    zs = load(tmp_path / "ViT-tiny.pt", norm="clip")
+    _assert_same_weights(src, zs.model)
