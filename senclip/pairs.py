@@ -21,7 +21,8 @@ from .core import Preset, atomic_write, atomic_write_json, get_preset, run_metad
 from .embeddings import EmbeddingStore, embed_photos, read_lucas_embeddings
 from .lucas import (DIRECTIONS, LUCAS_PHOTO_URL, download_photos, find_photos, points_from_geotagged,
                            read_points)
-from .sentinel2 import (RGB_BANDS, StacSource, patches_from_scenes, patches_from_stac, stretch_to_uint8)
+from .sentinel2 import RGB_BANDS, patches_from_scenes, stretch_to_uint8
+from .stac import StacSource, patches_from_stac
 
 # %% auto 0
 __all__ = ['MANIFEST_COLUMNS', 'PAIRS_DEFAULTS', 'build_manifest', 'write_manifest', 'read_manifest', 'spatial_blocks',

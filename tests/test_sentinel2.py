@@ -10,7 +10,8 @@ from pyproj import Transformer
 from rasterio.transform import Affine
 
 from senclip.core import sample_dir
-from senclip.sentinel2 import cut_patches, open_scene, patches_from_stac
+from senclip.sentinel2 import cut_patches, open_scene
+from senclip.stac import patches_from_stac
 
 FX = Path(__file__).parent / "data" / "s2_scenes"
 STAC = Path(__file__).parent / "data" / "stac"

@@ -11,7 +11,8 @@ import pystac
 import pytest
 from pyproj import Transformer
 
-from senclip.sentinel2 import StacSource, _item_contains, _item_time, find_scenes, open_scene, patches_from_stac
+from senclip.sentinel2 import open_scene
+from senclip.stac import StacSource, _item_contains, _item_time, find_scenes, patches_from_stac
 
 STAC = Path(__file__).parent / "data" / "stac"
 
