@@ -275,7 +275,7 @@ def cut_patches(
         lat = points["lat"].to_numpy(float)
         tr = Transformer.from_crs("EPSG:4326", scene.crs, always_xy=True)
         x, y = tr.transform(lon, lat, errcheck=False)
-        col_f, row_f = ~scene.transform * (np.asarray(x), np.asarray(y))
+        col_f, row_f = ~scene.transform @ (np.asarray(x), np.asarray(y))
         col_f, row_f = np.asarray(col_f, float), np.asarray(row_f, float)
         bad = ~(np.isfinite(col_f) & np.isfinite(row_f))
         col_f, row_f = np.where(bad, -1e9, col_f), np.where(bad, -1e9, row_f)

@@ -63,7 +63,7 @@ def test_cli_json_config_with_stac_catalogue(tmp_path):
 
     with open_scene(TESTS / "data" / "stac" / "cog") as cog:
         tr = Transformer.from_crs(cog.crs, 4326, always_xy=True)
-        ll = [tr.transform(*(cog.transform * (c, r))) for c, r in [(40, 90), (64, 64), (100, 100)]]
+        ll = [tr.transform(*(cog.transform @ (c, r))) for c, r in [(40, 90), (64, 64), (100, 100)]]
     pd.DataFrame({"site": ["st000001", "st000002", "st000003"], "y": [p[1] for p in ll], "x": [p[0] for p in ll],
                   "visit": ["2018-08-10"] * 3}).to_csv(tmp_path / "sites.csv", index=False)
     photos = tmp_path / "geo"
@@ -105,7 +105,7 @@ def test_geotagged_photos_as_the_point_source(tmp_path):
 
     src = sorted(sample_dir("pairs", "photos").rglob("*.jpg"))
     with rasterio.open(sample_dir("sentinel2", "s2_l1c_virginia_crop.tif")) as s:
-        lon, lat = Transformer.from_crs(s.crs, 4326, always_xy=True).transform(*(s.transform * (500, 500)))
+        lon, lat = Transformer.from_crs(s.crs, 4326, always_xy=True).transform(*(s.transform @ (500, 500)))
     folder = tmp_path / "geo"
     folder.mkdir()
     for k, bearing in enumerate([0, 90, 180, 270]):

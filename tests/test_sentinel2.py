@@ -21,7 +21,7 @@ SCENE = sample_dir("sentinel2", "s2_l1c_virginia_crop.tif")
 def centre_lonlat(patch):
     "Longitude/latitude of a patch's centre."
     with rasterio.open(patch) as p:
-        x, y = p.transform * (p.width / 2, p.height / 2)
+        x, y = p.transform @ (p.width / 2, p.height / 2)
         return Transformer.from_crs(p.crs, 4326, always_xy=True).transform(x, y), p
 
 
@@ -46,7 +46,7 @@ def test_raster_in_epsg4326_gives_the_same_place(tmp_path):
     with open_scene(FX / "crop_4326.tif") as sc:
         assert sc.crs.to_epsg() == 4326 and sc.bands == ["B02", "B03", "B04", "B08"]  # names from the BANDS tag
         tr = Transformer.from_crs(4326, 4326)
-        lon, lat = sc.transform * (sc.width / 2 + 3.3, sc.height / 2 - 7.1)
+        lon, lat = sc.transform @ (sc.width / 2 + 3.3, sc.height / 2 - 7.1)
     pts = pd.DataFrame({"id": ["43260001"], "lat": [lat], "lon": [lon]})
     a = cut_patches(FX / "crop_4326.tif", pts, tmp_path / "a", size=30, progress=False)
     b = cut_patches(SCENE, pts, tmp_path / "b", size=30, progress=False)
@@ -65,7 +65,7 @@ def test_every_patch_rejection_reason(tmp_path):
     with open_scene(FX / "l1c_bands") as sc:  # JP2 per band, B10 at 60 m
         assert sc.product == "L1C" and sc.bands == ["B02", "B03", "B04", "B10"]
         to_ll = Transformer.from_crs(sc.crs, 4326, always_xy=True)
-        ll = lambda c, r: to_ll.transform(*(sc.transform * (c, r)))
+        ll = lambda c, r: to_ll.transform(*(sc.transform @ (c, r)))
         where = {"nodata01": (16, 16), "cloudy01": (96, 32), "clear001": (40, 100), "edge0001": (5, 100),
                  "outside1": (400, 400)}
         pts = pd.DataFrame([dict(id=k, lon=ll(*v)[0], lat=ll(*v)[1]) for k, v in where.items()])
@@ -78,7 +78,7 @@ def test_every_patch_rejection_reason(tmp_path):
     # SCL (L2A) cloud classes, through the STAC route
     with open_scene(STAC / "cog") as cog:
         assert cog.product == "L2A"
-        lon, lat = Transformer.from_crs(cog.crs, 4326, always_xy=True).transform(*(cog.transform * (10, 10)))
+        lon, lat = Transformer.from_crs(cog.crs, 4326, always_xy=True).transform(*(cog.transform @ (10, 10)))
     got = patches_from_stac(pd.DataFrame({"id": ["scl00001"], "lon": [lon], "lat": [lat], "date": ["2018-06-10"]}),
                             tmp_path / "stac", str(STAC / "catalog.json"), progress=False, size=16)
     assert got.status.item() == "cloudy" and "scl" in got.reason.item()
@@ -96,7 +96,7 @@ def test_one_file_per_band_equals_multiband_and_20m_is_resampled(tmp_path):
         b08 = src.read(4).astype(float)
         b05 = b08.reshape(512, 2, 512, 2).mean((1, 3)).astype("uint16")  # a 20 m band
         with rasterio.open(tmp_path / "T18SVH_20180628_B05_20m.tif", "w",
-                           **dict(prof, count=1, width=512, height=512, transform=src.transform * Affine.scale(2),
+                           **dict(prof, count=1, width=512, height=512, transform=src.transform @ Affine.scale(2),
                                   blockxsize=256, blockysize=256)) as dst:
             dst.write(b05, 1)
     pts = pd.DataFrame({"id": ["10000001", "10000002"], "lat": [37.70, 37.68], "lon": [-75.65, -75.62]})

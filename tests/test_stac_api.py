@@ -71,7 +71,7 @@ def test_search_select_and_cut_through_a_stac_api(stac_api, tmp_path):
     url, searches = stac_api
     with open_scene(STAC / "cog") as cog:
         tr = Transformer.from_crs(cog.crs, 4326, always_xy=True)
-        ll = [tr.transform(*(cog.transform * (c, r))) for c, r in [(40, 90), (64, 64), (100, 100)]]
+        ll = [tr.transform(*(cog.transform @ (c, r))) for c, r in [(40, 90), (64, 64), (100, 100)]]
     pts = pd.DataFrame({"id": ["a0000001", "a0000002", "a0000003"], "lon": [p[0] for p in ll],
                         "lat": [p[1] for p in ll], "date": ["2018-06-15", "2018-08-10", "2018-06-15"]})
     src = StacSource(url)

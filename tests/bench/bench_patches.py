@@ -30,7 +30,7 @@ def random_points(n, size, seed=0):
     with rasterio.open(SCENE) as src:
         cols = rng.uniform(size, src.width - size, n)
         rows = rng.uniform(size, src.height - size, n)
-        x, y = src.transform * (cols, rows)
+        x, y = src.transform @ (cols, rows)
         lon, lat = Transformer.from_crs(src.crs, 4326, always_xy=True).transform(x, y)
     return pd.DataFrame({"id": [f"{10000000 + i}" for i in range(n)], "lat": lat, "lon": lon})
 
@@ -42,7 +42,7 @@ def naive(points, out, size):
     for pid, lat, lon in zip(points.id, points.lat, points.lon):
         with rasterio.open(SCENE) as src:
             x, y = tr.transform(lon, lat)
-            col, row = ~src.transform * (x, y)
+            col, row = ~src.transform @ (x, y)
             win = Window(int(round(col - size / 2)), int(round(row - size / 2)), size, size)
             data = src.read([3, 2, 1], window=win)
             with rasterio.open(out / f"{pid}.tif", "w", driver="GTiff", width=size, height=size, count=3,
