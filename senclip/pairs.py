@@ -278,7 +278,7 @@ def make_pairs(cfg: dict | None = None, **overrides) -> dict:
         scenes = c["scenes"] if isinstance(c["scenes"], (list, tuple)) else str(c["scenes"]).split(",")
         patches = patches_from_scenes(scenes, ok, out / "patches", progress=c["progress"], max_cloud=float(c["max_cloud"]), **kw)
     elif c["stac"]:
-        patches = patches_from_stac(ok, out / "patches", StacSource(c["stac"], c["collection"]),
+        patches = patches_from_stac(ok, out / "patches", StacSource(c["stac"], c["collection"], max_cloud=float(c["scene_cloud"])),
                                     max_cloud=float(c["scene_cloud"]), widen_months=int(c["widen_months"]),
                                     progress=c["progress"], window_max_cloud=float(c["max_cloud"]), **kw)
     else:

@@ -98,6 +98,10 @@ class Scene:
         import rasterio
 
         self.sources, self._open = dict(sources), {}
+        if any(str(p).startswith(("http://", "https://", "/vsicurl")) for p, _ in self.sources.values()):
+            for k, v in {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": "4",
+                         "GDAL_HTTP_RETRY_DELAY": "1", "VSI_CACHE": "TRUE"}.items():
+                os.environ.setdefault(k, v)  # remote COGs: no directory listings, polite retries
         for band, (path, _) in self.sources.items():
             if path not in self._open:
                 self._open[path] = rasterio.open(path)
@@ -279,8 +283,8 @@ def cut_patches(
         col_f, row_f = np.asarray(col_f, float), np.asarray(row_f, float)
         bad = ~(np.isfinite(col_f) & np.isfinite(row_f))
         col_f, row_f = np.where(bad, -1e9, col_f), np.where(bad, -1e9, row_f)
-        left = np.round(col_f - size / 2).astype("int64")
-        top = np.round(row_f - size / 2).astype("int64")
+        left = np.floor(col_f - size / 2 + 0.5).astype("int64")  # the point lies in the window's central pixel(s)
+        top = np.floor(row_f - size / 2 + 0.5).astype("int64")
         rows = [None] * len(points)
         ids = points["id"].astype(str).tolist()
         todo = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .sentinel2 import RGB_BANDS, Scene, cut_patches, open_scene, parse_band_name
@@ -91,8 +92,10 @@ class StacSource:
         url: str = PC_STAC_URL,  # STAC API root, or a local/remote static catalog.json
         collection: str = "sentinel-2-l2a",
         sign: bool | None = None,  # sign asset addresses with planetary_computer (None = when the URL is the PC's)
+        cell_deg: float = 0.5,  # API searches cover grid cells of this size, shared by all points inside them
+        max_cloud: float | None = None,  # also ask the API for eo:cloud_cover below this (percent)
     ):
-        self.url, self.collection = str(url), collection
+        self.url, self.collection, self.cell_deg, self.max_cloud = str(url), collection, float(cell_deg), max_cloud
         self.sign = ("planetarycomputer" in self.url) if sign is None else sign
         self.static = self.url.endswith(".json") or Path(self.url).exists()
         self._all = None
@@ -110,16 +113,20 @@ class StacSource:
                              if it.collection_id in (None, self.collection) or not self.collection]
             s, e = pd.Timestamp(start), pd.Timestamp(end)
             return [it for it in self._all if s <= _item_time(it) <= e and _item_contains(it, lon, lat)]
-        key = (round(lon, 2), round(lat, 2), str(start), str(end))
+        # one search per (grid cell, time window): the ~100 LUCAS points of a cell share it
+        cx, cy = int(np.floor(lon / self.cell_deg)), int(np.floor(lat / self.cell_deg))
+        key = (cx, cy, str(start), str(end))
         if key not in self._cache:
             if self._client is None:
                 from pystac_client import Client
 
                 self._client = Client.open(self.url)
-            search = self._client.search(collections=[self.collection], intersects={"type": "Point", "coordinates": [lon, lat]},
-                                   datetime=f"{pd.Timestamp(start).isoformat()}Z/{pd.Timestamp(end).isoformat()}Z")
+            c = self.cell_deg
+            kw = {"query": {"eo:cloud_cover": {"lt": self.max_cloud}}} if self.max_cloud is not None else {}
+            search = self._client.search(collections=[self.collection], bbox=[cx * c, cy * c, (cx + 1) * c, (cy + 1) * c],
+                                         datetime=f"{pd.Timestamp(start).isoformat()}Z/{pd.Timestamp(end).isoformat()}Z", **kw)
             self._cache[key] = list(search.items())
-        return self._cache[key]
+        return [it for it in self._cache[key] if _item_contains(it, lon, lat)]
 
     def signed(self, item):
         "The item with signed asset addresses when this is the Planetary Computer."
