@@ -94,16 +94,22 @@ def test_one_file_per_band_equals_multiband_and_20m_is_resampled(tmp_path):
             with rasterio.open(tmp_path / f"T18SVH_20180628_{b}_10m.tif", "w", **dict(prof, count=1)) as dst:
                 dst.write(src.read(i + 1), 1)
         b08 = src.read(4).astype(float)
-        b05 = b08.reshape(512, 2, 512, 2).mean((1, 3)).astype("uint16")  # a 20 m band
-        with rasterio.open(tmp_path / "T18SVH_20180628_B05_20m.tif", "w",
-                           **dict(prof, count=1, width=512, height=512, transform=src.transform @ Affine.scale(2),
-                                  blockxsize=256, blockysize=256)) as dst:
-            dst.write(b05, 1)
+        b05 = b08.reshape(512, 2, 512, 2).mean((1, 3)).astype("uint16")  # 20 m bands (made from B08)
+        for b in ("B05", "B06", "B07", "B8A", "B11", "B12"):
+            with rasterio.open(tmp_path / f"T18SVH_20180628_{b}_20m.tif", "w",
+                               **dict(prof, count=1, width=512, height=512, transform=src.transform @ Affine.scale(2),
+                                      blockxsize=256, blockysize=256)) as dst:
+                dst.write(b05, 1)
     pts = pd.DataFrame({"id": ["10000001", "10000002"], "lat": [37.70, 37.68], "lon": [-75.65, -75.62]})
     multi = cut_patches(SCENE, pts, tmp_path / "m", progress=False)
     with open_scene(tmp_path) as sc:
-        assert sc.bands == ["B02", "B03", "B04", "B05", "B08"] and sc.res == (10.0, 10.0)
+        assert set(sc.bands) == {"B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"}
+        assert sc.res == (10.0, 10.0)
         per = cut_patches(sc, pts, tmp_path / "p", bands=["B04", "B03", "B02", "B05"], progress=False)
+        every = cut_patches(sc, pts, tmp_path / "all", bands="all", progress=False)
+    with rasterio.open(every.patch[0]) as pa:  # all 10 m and 20 m bands, on the 10 m grid
+        assert pa.descriptions == ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+        assert pa.res == (10.0, 10.0) and pa.shape == (100, 100)
     assert (multi.status == "ok").all() and (per.status == "ok").all()
     for a, b in zip(multi.patch, per.patch):
         with rasterio.open(a) as pa, rasterio.open(b) as pb:
