@@ -79,6 +79,15 @@ class CheckedPairs(Dataset):
     def __len__(self) -> int:
         return len(self.ds)
 
+    def _describe(self, j: int) -> str:
+        "' (id ..., patch ...)' when the dataset has a manifest table (PairDataset.rows)."
+        rows = getattr(self.ds, "rows", None)
+        try:
+            r = rows.iloc[j]
+            return f" (id {r['id']}, patch {r['patch']})"
+        except Exception:
+            return ""
+
     def __getitem__(self, i: int) -> dict:
         errors = []
         for k in range(min(self.max_tries, len(self.ds))):
@@ -90,7 +99,7 @@ class CheckedPairs(Dataset):
             except Exception as e:  # missing file, corrupt GeoTIFF, ...
                 if self.on_bad != "skip":
                     raise RuntimeError(
-                        f"Training pair {j} could not be loaded: {type(e).__name__}: {e}. Fix or drop that manifest "
+                        f"Training pair {j}{self._describe(j)} could not be loaded: {type(e).__name__}: {e}. Fix or drop that manifest "
                         f"row, or train with on_bad='skip' (CLI: --on-bad skip) to skip such rows; they are counted "
                         f"in metrics.csv."
                     ) from e
@@ -274,7 +283,7 @@ def train(
     compile: bool = False,  # torch.compile the image tower
     channels_last: bool | str = "auto",  # auto = for ResNet towers (convolutions), not for ViTs
     val_every: int = 1,  # zero-shot validation on the EuroSAT sample every N epochs (0 = off)
-    ckpt_every: int = 200,  # checkpoint every N optimiser steps (also at epoch ends, the end and on SIGTERM)
+    ckpt_every: int = 200,  # checkpoint every N optimiser steps (also at the end, on SIGTERM, at ends of long epochs)
     max_steps: int | None = None,  # stop after this many optimiser steps in total (resumed steps count)
     log_every: int = 10,  # log every N optimiser steps
     deterministic: bool = False,  # deterministic kernels (bit-exact resume on CPU)
@@ -434,7 +443,8 @@ def train(
                         ckdir.mkdir(parents=True, exist_ok=True)
                         save_checkpoint(ckdir / "best.pt", dict(model=model.state_dict(), step=step, epoch=epoch,
                                                                 val_top1=acc, preset=p.to_dict()))
-                checkpoint()
+                if steps_per_epoch >= ckpt_every > 0:  # long epochs: also checkpoint each epoch end
+                    checkpoint()
                 continue
             break
         if status == "finished":
@@ -528,7 +538,3 @@ def senclip_train(
         dist.destroy_process_group()
     if res["status"] == "interrupted":
         sys.exit(143)
-
-# %% ../nbs/03b_train.ipynb
-if __name__ == "__main__" and "IPython" not in sys.modules:  # `python -m senclip.train` / `torchrun -m senclip.train`
-    senclip_train()
