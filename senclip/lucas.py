@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime
 from pathlib import Path

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from fastcore.script import Param, bool_arg, call_parse
+from fastcore.script import call_parse
 
 from .core import Preset, atomic_write, atomic_write_json, get_preset, run_metadata, sample_dir
 from .embeddings import EmbeddingStore, embed_photos, read_lucas_embeddings

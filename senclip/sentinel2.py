@@ -5,13 +5,10 @@
 # %% ../nbs/01b_sentinel2.ipynb 3
 from __future__ import annotations
 
-import calendar
 import contextlib
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable, Sequence
 
