@@ -100,7 +100,7 @@ class CheckedPairs(Dataset):
                 if self.on_bad != "skip":
                     raise RuntimeError(
                         f"Training pair {j}{self._describe(j)} could not be loaded: {type(e).__name__}: {e}. Fix or drop that manifest "
-                        f"row, or train with on_bad='skip' (CLI: --on-bad skip) to skip such rows; they are counted "
+                        f"row, or train with on_bad='skip' (CLI: --on_bad skip) to skip such rows; they are counted "
                         f"in metrics.csv."
                     ) from e
                 errors.append(f"{j}: {e}")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torchvision.transforms.functional as TF
+import torchvision.transforms.v2.functional as TF2
 from torchvision.transforms import InterpolationMode, RandAugment
 from torchvision.transforms.autoaugment import _apply_op
 
@@ -90,7 +91,10 @@ class TrainTransform(nn.Module):
                     continue
                 idx = (key == code).nonzero().flatten().to(x.device)
                 m = -mag if (signed and code % 2) else mag
-                out[idx] = _apply_op(x[idx], name, m, interpolation=InterpolationMode.NEAREST, fill=fill)
+                if name == "Equalize":  # v2's batched histogram: identical output, no per-image loop
+                    out[idx] = TF2.equalize(x[idx])
+                else:
+                    out[idx] = _apply_op(x[idx], name, m, interpolation=InterpolationMode.NEAREST, fill=fill)
             x = out
         return x
 

@@ -247,3 +247,11 @@ def test_torchrun_two_processes_equal_one_process_with_the_combined_batch(pairs,
     K = a["model"]["queue"].shape[0]
     written = a["model"]["queue"][[(ptr - 8 + j) % K for j in range(8)]]
     torch.testing.assert_close(written, keys, rtol=0, atol=1e-6)  # rank 0's 4 keys, then rank 1's 4
+
+
+def test_cli_help_lists_the_options():
+    r = run_cli(["--help"], timeout=120)
+    assert r.returncode == 0, r.stderr
+    for flag in ("--preset", "--set", "--manifest", "--store", "--out", "--resume", "--device", "--compile",
+                 "--val_every", "--ckpt_every", "--max_steps", "--on_bad", "--deterministic"):
+        assert flag in r.stdout, flag
