@@ -314,7 +314,11 @@ def train(
         from senclip.pairs import PairDataset
 
         if manifest is None or store is None:
+            if not main:  # rank 0 builds the cached sample pairs once
+                dist.barrier()
             manifest, store = sample_pairs(p)
+            if main and world > 1:
+                dist.barrier()
         dataset = PairDataset(manifest, store, p, split=split)
     data = CheckedPairs(dataset, on_bad)
     sampler = GlobalBatchSampler(len(data), p.batch_size, rank, world, seed=p.seed, multiple_of=p.grad_accum)
@@ -344,7 +348,7 @@ def train(
     scaler = torch.amp.GradScaler(dev.type, enabled=amp is torch.float16)
     aug_gen = torch.Generator().manual_seed(p.seed)
     step = epoch = batch_in_epoch = 0
-    best, skipped = None, 0
+    best, skipped = None, 0  # skipped: bad samples replaced on this rank
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -354,7 +358,8 @@ def train(
         if rank < len(ck["rng"]):
             set_rng_state(ck["rng"][rank], dev)
         step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
-        best, skipped = ck.get("best_val"), ck.get("skipped", 0)
+        best = ck.get("best_val")
+        skipped = ck["skipped"][rank] if rank < len(ck.get("skipped", [])) else 0
         if main:
             print(f"resumed from {ck_path} at step {step} (epoch {epoch}, batch {batch_in_epoch})", flush=True)
     else:
@@ -370,11 +375,12 @@ def train(
 
     def checkpoint():
         rngs = _all_gather_objects(rng_state(dev), world)
+        skips = _all_gather_objects(skipped, world)
         if main:
             save_checkpoint(ckdir / "last.pt", dict(
                 model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                 scaler=scaler.state_dict(), aug_rng=aug_gen.get_state(), rng=rngs, step=step, epoch=epoch,
-                batch_in_epoch=batch_in_epoch, best_val=best, skipped=skipped, preset=p.to_dict(), world_size=world,
+                batch_in_epoch=batch_in_epoch, best_val=best, skipped=skips, preset=p.to_dict(), world_size=world,
             ))
 
     per = p.batch_size // world
@@ -414,19 +420,22 @@ def train(
                 bar.update(1)
                 stopping = _any_rank(stop.flag, world, dev)
                 if step % log_every == 0 or step == total or stopping:
+                    total_skipped = torch.tensor([float(skipped)], device=dev)
                     if world > 1:
                         dist.all_reduce(loss_sum)
+                        dist.all_reduce(total_skipped)
                         loss_sum /= world
                     dt = time.perf_counter() - t0
                     row = dict(epoch=epoch, loss=float(loss_sum) / max(n_micro, 1), lr=opt.param_groups[0]["lr"],
                                logit_scale=float(model.scale().detach()), images_per_s=imgs / dt if dt > 0 else 0.0,
-                               skipped=skipped)
+                               skipped=int(total_skipped.item()))
                     log.log(step, **row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", ips=f"{row['images_per_s']:.0f}")
                     loss_sum.zero_()
                     n_micro, t0, imgs = 0, time.perf_counter(), 0
                 if (ckpt_every and step % ckpt_every == 0) or stopping:
                     checkpoint()
+                    t0 = time.perf_counter()
                 if stopping:
                     status = "interrupted"
                     break
@@ -445,14 +454,16 @@ def train(
                                                                 val_top1=acc, preset=p.to_dict()))
                 if steps_per_epoch >= ckpt_every > 0:  # long epochs: also checkpoint each epoch end
                     checkpoint()
+                t0 = time.perf_counter()  # throughput windows leave out validation and checkpoints
                 continue
             break
         if status == "finished":
             checkpoint()
     bar.close()
     log.close()
+    total_skipped = sum(_all_gather_objects(skipped, world))
     result = dict(out_dir=out, checkpoint=ckdir / "last.pt", best=(ckdir / "best.pt") if best is not None else None,
-                  metrics=out / "metrics.csv", step=step, epoch=epoch, status=status, skipped=skipped, best_val=best)
+                  metrics=out / "metrics.csv", step=step, epoch=epoch, status=status, skipped=total_skipped, best_val=best)
     if export and main and status == "finished":
         result.update(export_run(model, out))
     if world > 1:
