@@ -185,6 +185,8 @@ def embed_images(
         dataset.transform = PILResize(size)
     dt = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     n = len(dataset)
+    if root is None:
+        chunk = max(n, 1)  # no cache, nothing to resume: one loader over everything (workers start once)
     shards = []
     bar = tqdm(total=n, desc=f"embedding {parts['dataset']} with {parts['model']}", disable=not progress, unit="img")
     try:
