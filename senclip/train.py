@@ -338,7 +338,8 @@ def train(
             print(f"note: preset image_size {p.image_size} differs from the {p.arch} tower's input size "
                   f"{model.image_size}; training at {model.image_size}", flush=True)
         p = p.replace(image_size=model.image_size)
-    cl = ("RN" in p.arch) if channels_last == "auto" else bool(channels_last)
+    convnet = any(isinstance(m, nn.BatchNorm2d) for m in model.visual.modules())  # ResNet-style tower
+    cl = convnet if channels_last == "auto" else bool(channels_last)
     if cl:
         model.visual.to(memory_format=torch.channels_last)
     transform = TrainTransform(p, channels_last=cl).to(dev)

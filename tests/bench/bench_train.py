@@ -192,7 +192,7 @@ def main(argv=None):
     seconds = args.seconds or (8.0 if gpu else 3.0)
     max_batch = args.max_batch or (2048 if gpu else 128)
     warm = 5 if gpu else 2
-    channels_last = "RN" in arch
+    channels_last = "rn" in arch.lower()  # ResNet towers: convolutions prefer channels-last
     if gpu:
         torch.backends.cudnn.benchmark = True
     print(f"device: {machine_name()}; arch {arch} at {size}px; {workers} loader workers; peak {args.peak_tflops} TFLOP/s "
