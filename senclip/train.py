@@ -368,7 +368,12 @@ def train(
     if compile:
         model.visual.compile()
     net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None) if world > 1 else model
-    validate = EuroSATSampleVal(p) if (val_every and main) else None
+    validate = None
+    if val_every and main:
+        try:
+            validate = EuroSATSampleVal(p)
+        except FileNotFoundError as e:  # an install without data/sample: train without validation
+            print(f"note: no zero-shot validation ({e})", flush=True)
     log = RunLog(out, resume_step=step if ck is not None else None, tensorboard=tensorboard, enabled=main)
     if main:
         atomic_write_json(out / "run.json", run_metadata(preset=p.to_dict(), world_size=world, device=str(dev),
