@@ -1,6 +1,6 @@
 """Training throughput: senclip's training step vs the authors' configuration, in one script on one machine.
 
-    .venv/bin/python tests/bench/bench_train.py                 # CPU: tiny model, finishes in about a minute
+    .venv/bin/python tests/bench/bench_train.py                 # CPU: tiny model, about 15 s
     .venv/bin/python tests/bench/bench_train.py --gpu --json OUT.json   # GPU: ViT-B/32, under ~4 minutes on an H100
 
 Both sides train the same SenCLIP module (preset `official-code`: whole image tower, queue negatives, projection
@@ -268,7 +268,7 @@ def main(argv=None):
             print(f"ours compiled, batch 32: {ips['compiled']:.1f} img/s (compile + warm-up {time.perf_counter() - t:.0f} s)", flush=True)
             res["ours_b32_images_per_s"] = dict(ips)
             _dump(args.json, res)
-            if time.perf_counter() - t_start < args.budget * 0.8:
+            if time.perf_counter() - t_start < args.budget * 0.7:
                 ipsL["compiled"] = measure(step, loaderL, largest, dev, 2, seconds)
                 print(f"ours compiled, batch {largest}: {ipsL['compiled']:.1f} img/s", flush=True)
         except Exception as e:  # report, keep the eager numbers
