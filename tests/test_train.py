@@ -203,7 +203,9 @@ def test_torchrun_two_processes_equal_one_process_with_the_combined_batch(pairs,
     few = handful(pairs, tmp_path, n=16)
     # queue negatives (the per-sample loss then depends on the sample and the queue only) and no dropout head:
     # the combined-batch mean loss and its gradient are the same whatever the split between processes
-    sets = ["batch_size=8", "negatives=queue", "head=false", "augment=paper", "learn_temperature=true", "epochs=5"]
+    # global batch 4 x 2 accumulated micro-batches (the non-final one under DDP's no_sync)
+    sets = ["batch_size=4", "grad_accum=2", "negatives=queue", "head=false", "augment=paper", "learn_temperature=true",
+            "epochs=5"]
     args = ["--preset", "tiny", "--manifest", str(few), "--store", str(pairs["store"]), "--device", "cpu",
             "--set", *sets, "--max_steps", "1", "--val_every", "0", "--quiet", "--no_tensorboard", "--no_export"]
     ddp = subprocess.Popen([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_free_port()),
@@ -240,13 +242,13 @@ def test_torchrun_two_processes_equal_one_process_with_the_combined_batch(pairs,
     # the queue holds the keys of both ranks, in global-batch order, identical to the single process's
     torch.testing.assert_close(a["model"]["queue"], b["model"]["queue"], rtol=0, atol=1e-6)
     ds = PairDataset(few, pairs["store"], p)
-    batch = GlobalBatchSampler(len(ds), 8, seed=p.seed).global_batches(0)[0]
+    batch = sum(GlobalBatchSampler(len(ds), 4, seed=p.seed).global_batches(0)[:2], [])  # both micro-batches
     g, m = ds.ground[batch], ds.mask[batch].float().unsqueeze(-1)
     keys = F.normalize((g * m).sum(1) / m.sum(1), dim=-1)
     ptr = int(a["model"]["queue_ptr"])
     K = a["model"]["queue"].shape[0]
     written = a["model"]["queue"][[(ptr - 8 + j) % K for j in range(8)]]
-    torch.testing.assert_close(written, keys, rtol=0, atol=1e-6)  # rank 0's 4 keys, then rank 1's 4
+    torch.testing.assert_close(written, keys, rtol=0, atol=1e-6)  # per micro-batch: rank 0's 2 keys, then rank 1's
 
 
 def test_cli_help_lists_the_options():
