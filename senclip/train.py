@@ -187,6 +187,7 @@ class EuroSATSampleVal:
         import torch.nn.functional as F
 
         from senclip.core import register_model_configs
+        from senclip.zeroshot import preprocess_batch, zeroshot_scores
 
         was_training = model.training
         model.eval()
@@ -196,18 +197,15 @@ class EuroSATSampleVal:
                 tok = open_clip.get_tokenizer(self.preset.arch)
                 tokens = tok([self.template.format(c) for c in self.classnames]).to(device)
                 self._text = F.normalize(model.clip.encode_text(tokens).float(), dim=-1)
-            mean = torch.tensor(self.preset.mean, device=device).view(1, 3, 1, 1)
-            std = torch.tensor(self.preset.std, device=device).view(1, 3, 1, 1)
             size = model.image_size if hasattr(model, "image_size") else self.preset.image_size
             correct = 0
             for i in range(0, len(self.images), batch_size):
-                x = self.images[i : i + batch_size].to(device).float()
-                x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 255)
-                x = (x / 255 - mean) / std
+                # the evaluation's own preprocessing (bicubic resize, normalisation) and cosine scoring
+                x = preprocess_batch(self.images[i : i + batch_size].to(device), size, self.preset.mean, self.preset.std)
                 with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
                     f = model.encode_image(x)
-                pred = (F.normalize(f.float(), dim=-1) @ self._text.t()).argmax(1).cpu()
-                correct += int((pred == self.labels[i : i + batch_size]).sum())
+                scores = zeroshot_scores(F.normalize(f.float(), dim=-1).cpu(), class_emb=self._text.cpu(), rule="cosine")
+                correct += int((scores.argmax(1) == self.labels[i : i + batch_size]).sum())
             return correct / len(self.images)
         finally:
             model.train(was_training)
