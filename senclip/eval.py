@@ -25,11 +25,12 @@ from .selection import prompt_sweep, plot_sweep, split_indices
 
 log = logging.getLogger(__name__)
 UNTRAINED = "untrained weights — not a result"
+DEMO_WEIGHTS = "demo weights (minutes of CPU training) — not a result"
 
 # %% auto 0
-__all__ = ['log', 'UNTRAINED', 'DATASETS', 'PUBLISHED_MODELS', 'check_model', 'make_dataset', 'published_table', 'published_key',
-           'display_name', 'evaluate_one', 'stamp', 'save_fig', 'plot_confusion', 'plot_per_class', 'per_class_ap',
-           'to_markdown', 'table1', 'run_evaluation', 'senclip_eval']
+__all__ = ['log', 'UNTRAINED', 'DEMO_WEIGHTS', 'DATASETS', 'PUBLISHED_MODELS', 'check_model', 'make_dataset', 'published_table',
+           'published_key', 'caveat', 'display_name', 'evaluate_one', 'stamp', 'save_fig', 'plot_confusion',
+           'plot_per_class', 'per_class_ap', 'to_markdown', 'table1', 'run_evaluation', 'senclip_eval']
 
 # %% ../nbs/04e_evaluate.ipynb
 DATASETS = ("eurosat", "bigearthnet19", "lucas-lc1")
@@ -140,9 +141,16 @@ def published_key(model) -> tuple[str, str] | None:
     return (arch, label) if arch and label else None
 
 
+def caveat(model) -> str:
+    "Why a model's numbers are not results ('' when they are)."
+    if getattr(model, "untrained", False):
+        return UNTRAINED
+    return DEMO_WEIGHTS if getattr(model, "demo", False) else ""
+
+
 def display_name(spec: str, model) -> str:
     name = Path(spec).stem if ("/" in spec or "." in Path(spec).name) else spec
-    return f"{name} ({UNTRAINED})" if getattr(model, "untrained", False) else name
+    return f"{name} ({caveat(model)})" if caveat(model) else name
 
 
 def evaluate_one(
@@ -168,12 +176,14 @@ def evaluate_one(
         prompts = get_prompts(dataset.name if not dataset.name.startswith("lucas") else "lucas-lc1",
                               style if not dataset.name.startswith("lucas") else "generic", length,
                               classnames=dataset.classnames)
-        bank = PromptBank.build(model, prompts, dataset.classnames)
+        tc = (emb_kwargs or {}).get("cache")
+        bank = PromptBank.build(model, prompts, dataset.classnames, cache=Path(tc or cache_dir("embeddings")) / "text")
         for rule in scorings:
             S = zeroshot_scores(img, bank, rule)
             mats[(style, rule)] = S
             row = {"model": display_name(spec, model), "spec": spec, "arch": getattr(model, "arch", ""),
-                   "untrained": bool(getattr(model, "untrained", False)), "dataset": dataset.name,
+                   "untrained": bool(getattr(model, "untrained", False)), "not_a_result": bool(caveat(model)),
+                   "dataset": dataset.name,
                    "prompts": style if not dataset.name.startswith("lucas") else "generic",
                    "length": length if style != "generic" else "-", "n_prompts": len(bank.texts),
                    "scoring": rule, "transductive": rule != "cosine", "n_images": int(len(img)),
@@ -201,12 +211,12 @@ def evaluate_one(
     return rows, {"scores": mats, "labels": y, "img": img}
 
 # %% ../nbs/04e_evaluate.ipynb
-def stamp(fig, untrained: bool):
-    "Stamp a figure when any model in it has untrained weights."
-    if untrained:
-        fig.text(0.5, 0.5, UNTRAINED, ha="center", va="center", fontsize=16, color="red", alpha=0.35, rotation=20,
-                 transform=fig.transFigure)
-        fig.text(0.01, 0.995, UNTRAINED, fontsize=8, color="red", va="top")
+def stamp(fig, text: str):
+    "Stamp a figure with `text` (e.g. UNTRAINED) when its numbers are not results; '' leaves it alone."
+    if text:
+        fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=16 if len(text) < 40 else 12, color="red",
+                 alpha=0.35, rotation=20, transform=fig.transFigure)
+        fig.text(0.01, 0.995, text, fontsize=8, color="red", va="top")
     return fig
 
 
@@ -219,7 +229,7 @@ def save_fig(fig, path: Path) -> list[Path]:
     return out
 
 
-def plot_confusion(S, y, classnames, title: str, untrained: bool):
+def plot_confusion(S, y, classnames, title: str, caveat_text: str = ""):
     import matplotlib.pyplot as plt
 
     cm = confusion(y, torch.as_tensor(S).argmax(1), len(classnames))
@@ -234,10 +244,10 @@ def plot_confusion(S, y, classnames, title: str, untrained: bool):
             if cm[i, j]:
                 ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=6, color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title(title, fontsize=8)
-    return stamp(fig, untrained)
+    return stamp(fig, caveat_text)
 
 
-def plot_per_class(tables: dict[str, pd.DataFrame], metric: str, title: str, untrained: bool):
+def plot_per_class(tables: dict[str, pd.DataFrame], metric: str, title: str, caveat_text: str = ""):
     "Grouped bars of a per-class metric, one colour per model."
     import matplotlib.pyplot as plt
 
@@ -248,7 +258,7 @@ def plot_per_class(tables: dict[str, pd.DataFrame], metric: str, title: str, unt
         ax.bar(np.arange(len(names)) + k * w, 100 * t[metric].values, w, label=label[:60])
     ax.set_xticks(np.arange(len(names)) + 0.4 - w / 2, [n[:22] for n in names], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel(f"{metric} %"); ax.set_title(title, fontsize=9); ax.legend(fontsize=6)
-    return stamp(fig, untrained)
+    return stamp(fig, caveat_text)
 
 
 def per_class_ap(S, y, classnames) -> pd.DataFrame:
@@ -323,6 +333,7 @@ def run_evaluation(
     rows, per_class, t0 = [], {}, time.time()
     for spec in specs:
         model = load_model(spec, device=device)
+        model.demo = bool(demo)  # demo checkpoints are trained for minutes on a CPU: not results either
         for dname, ds in dsets.items():
             r, art = evaluate_one(model, spec, ds, prompts, scoring, length, emb_kwargs, n_boot, pub)
             rows += r
@@ -333,7 +344,7 @@ def run_evaluation(
                 if y.ndim == 1:
                     per_class[(dname, style, label)] = per_class_prf(y, S.argmax(1), ds.classnames)
                     fig = plot_confusion(S, y, ds.classnames, f"{label}\n{dname}, {style} prompts, {scoring[0]} scoring",
-                                         bool(model.untrained))
+                                         caveat(model))
                     save_fig(fig, out / "figures" / f"confusion_{dname}_{style}_{Path(spec).stem}")
                     plt.close(fig)
                 else:
@@ -346,7 +357,7 @@ def run_evaluation(
                 sw.to_csv(out / "sweep.csv", index=False)
                 fig, ax = plt.subplots(figsize=(4.5, 3.2))
                 plot_sweep(sw, ax, f"{label[:50]}\n{dname} aerial prompts, {sweep_method} ranking")
-                stamp(fig, bool(model.untrained))
+                stamp(fig, caveat(model))
                 save_fig(fig, out / "figures" / f"sweep_{dname}")
                 plt.close(fig)
         del model
@@ -357,8 +368,11 @@ def run_evaluation(
     note = (f"Main scoring rule: **{scoring[0]}**{' (transductive)' if scoring[0] != 'cosine' else ''}. EuroSAT: top-1 %; "
             "BigEarthNet-19: the authors' top-k recall % (mAP in results.csv). '(paper)' columns: Table 1 of Jain et al. "
             "(WACV 2025), made with the authors' prompt files and the class-mean rule.\n")
+    if res.not_a_result.any() and not res.untrained.any():
+        note = f"**{DEMO_WEIGHTS.upper()}**: demo checkpoints are trained for minutes on a CPU.\n\n" + note
     if res.untrained.any():
-        note = f"**{UNTRAINED.upper()}**: rows marked untrained come from random weights.\n\n" + note
+        note = f"**{UNTRAINED.upper()}**: rows marked untrained come from random weights" + (
+            "; the other rows come from demo weights, not results either" if (res.not_a_result & ~res.untrained).any() else "") + ".\n\n" + note
     (out / "table1.md").write_text(note + "\n" + to_markdown(t1))
     for (dname, style, label), t in per_class.items():
         t.assign(model=label, dataset=dname, prompts=style).to_csv(
@@ -370,7 +384,7 @@ def run_evaluation(
                 continue
             metric = "f1" if "f1" in next(iter(tabs.values())) else "ap"
             fig = plot_per_class(tabs, metric, f"{dname}, {style} prompts: per-class {metric} ({scoring[0]})",
-                                 any(UNTRAINED in k for k in tabs))
+                                 next((c for c in (UNTRAINED, DEMO_WEIGHTS) if any(c in k for k in tabs)), ""))
             save_fig(fig, out / "figures" / f"per_class_{dname}_{style}")
             plt.close(fig)
     meta = run_metadata(**params)

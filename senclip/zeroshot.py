@@ -68,12 +68,16 @@ def load_model(
     raise FileNotFoundError(f"can't load model {spec!r}: senclip.model is not available and it is not an open_clip architecture")
 
 
-def model_fingerprint(model) -> str:
-    "A short hash of the model's name and image-tower weights (keys the embedding cache)."
+def model_fingerprint(model, text: bool = False) -> str:
+    "A short hash of the model's name and image-tower weights (or, with `text`, its text-tower weights)."
     net = getattr(model, "model", model)
-    visual = getattr(net, "visual", net)
+    tower = getattr(net, "visual", net)
+    if text:
+        sd = {k: v for k, v in net.state_dict().items() if not k.startswith("visual.")}
+    else:
+        sd = tower.state_dict()
     h = hashlib.sha256(str(getattr(model, "name", "")).encode())
-    for k, v in sorted(visual.state_dict().items()):
+    for k, v in sorted(sd.items()):
         h.update(k.encode())
         h.update(v.detach().float().cpu().contiguous().numpy().tobytes()[:1 << 16])
         h.update(str(float(v.float().sum())).encode())
@@ -242,14 +246,34 @@ def embed_images(
 
 # %% ../nbs/04b_zeroshot.ipynb
 @torch.no_grad()
-def encode_texts(model, texts: Sequence[str], batch_size: int = 256, device: str | None = None) -> torch.Tensor:
+def encode_texts(
+    model,
+    texts: Sequence[str],
+    batch_size: int = 256,
+    device: str | None = None,
+    cache: str | Path | None = None,  # folder for an on-disk cache keyed by (model weights, texts); None = off
+) -> torch.Tensor:
     "L2-normalised float32 text embeddings (P,D)."
+    from safetensors.torch import save_file, load_file
+
+    f = None
+    if cache is not None:
+        key = hashlib.sha256((model_fingerprint(model, text=True) + "\n" + "\n".join(texts)).encode()).hexdigest()[:24]
+        f = Path(cache) / f"text-{key}.safetensors"
+        if f.exists():
+            return load_file(f)["emb"]
     device = str(device or next(getattr(model, "model", model).parameters()).device)
     out = []
     for i in range(0, len(texts), batch_size):
         tok = model.tokenizer(list(texts[i:i + batch_size])).to(device)
         out.append(F.normalize(model.encode_text(tok).float(), dim=-1).cpu())
-    return torch.cat(out)
+    emb = torch.cat(out)
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp")
+        save_file({"emb": emb.contiguous()}, str(tmp))
+        os.replace(tmp, f)
+    return emb
 
 
 @dataclass
@@ -261,13 +285,13 @@ class PromptBank:
     classnames: list
 
     @classmethod
-    def build(cls, model, prompts: dict, classnames: Sequence[str], batch_size: int = 256):
-        "Encode `prompts` (class -> sentences, keyed by `classnames`)."
+    def build(cls, model, prompts: dict, classnames: Sequence[str], batch_size: int = 256, cache: str | Path | None = None):
+        "Encode `prompts` (class -> sentences, keyed by `classnames`); `cache` keeps text embeddings on disk."
         from senclip.promptsets import flatten_prompts, validate_prompts
 
         prompts = validate_prompts(prompts, classnames)
         texts, c = flatten_prompts(prompts, classnames)
-        return cls(texts, c, encode_texts(model, texts, batch_size), list(classnames))
+        return cls(texts, c, encode_texts(model, texts, batch_size, cache=cache), list(classnames))
 
     @property
     def n_classes(self) -> int:
