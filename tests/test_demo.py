@@ -1,0 +1,39 @@
+"""`senclip_demo` (what `make demo` runs) end to end on the bundled sample, as a user runs it."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "SENCLIP_CACHE": str(tmp_path / "cache")}
+    cmd = [str(Path(sys.executable).parent / "senclip_demo"), "--out", str(out)]  # the console script make demo runs
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # pairs: manifest with the sample's statuses, patches, embedding store
+    m = pd.read_parquet(out / "pairs" / "manifest.parquet")
+    assert (m.status == "ok").sum() == 54 and set(m.status) > {"ok", "outside_scene", "projected_coords"}
+    assert (out / "pairs" / "ground.safetensors").exists()
+    # training exported a checkpoint that senclip.load reads
+    import senclip
+
+    tr = json.loads((out / "train" / "train.json").read_text())
+    model = senclip.load(tr["safetensors"])
+    assert model.arch == "senclip-tiny-vit"
+    # evaluation: Table-1 layout, every row labelled as not a result
+    t1 = pd.read_csv(out / "eval" / "table1.csv")
+    assert {"eurosat", "bigearthnet19"} <= set(t1.dataset)
+    res = pd.read_csv(out / "eval" / "results.csv")
+    assert len(res) and res.not_a_result.all() and res.model.str.contains("not a result").all()
+    summary = (out / "SUMMARY.md").read_text()
+    assert "not a result" in summary and "| eval |" in summary
+    assert any((out / "eval" / "figures").glob("confusion_eurosat_*.png"))
+    # a second run resumes: every step is found done and nothing is recomputed
+    r2 = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0 and r2.stdout.count("already done") == 3, r2.stdout[-2000:]
