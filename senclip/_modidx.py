@@ -406,5 +406,6 @@ d = { 'settings': { 'branch': 'main',
                                   'senclip.zeroshot.encode_texts': ('zeroshot.html#encode_texts', 'senclip/zeroshot.py'),
                                   'senclip.zeroshot.load_model': ('zeroshot.html#load_model', 'senclip/zeroshot.py'),
                                   'senclip.zeroshot.model_fingerprint': ('zeroshot.html#model_fingerprint', 'senclip/zeroshot.py'),
+                                  'senclip.zeroshot.one_hot': ('zeroshot.html#one_hot', 'senclip/zeroshot.py'),
                                   'senclip.zeroshot.preprocess_batch': ('zeroshot.html#preprocess_batch', 'senclip/zeroshot.py'),
                                   'senclip.zeroshot.zeroshot_scores': ('zeroshot.html#zeroshot_scores', 'senclip/zeroshot.py')}}}

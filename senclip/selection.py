@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from .zeroshot import PromptBank, zeroshot_scores
 from .metrics import topk_accuracy, topk_recall
@@ -52,7 +53,7 @@ def prompt_weights(
     if method == "alpha-beta-image":
         Pn = S / (S.sum(0, keepdim=True) + 1e-6)
         M = Pn @ Pn.T
-        sums = torch.zeros(len(cls), C).index_add_(1, cls, M)  # (P,C) sum of M over each class's sentences
+        sums = M @ F.one_hot(cls, C).float()  # (P,C) sum of M over each class's sentences
         alpha = sums[torch.arange(len(cls)), cls] / torch.bincount(cls, minlength=C)[cls]
         beta = M.mean(1)
         return (alpha / (beta + 1e-6)).numpy()

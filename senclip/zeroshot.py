@@ -20,7 +20,8 @@ from .core import cache_dir, atomic_write_json, get_device, CLIP_MEAN, CLIP_STD
 
 # %% auto 0
 __all__ = ['SCORING_RULES', 'OpenClipModel', 'load_model', 'model_fingerprint', 'preprocess_batch', 'PILResize',
-           'ImageEmbeddings', 'embedding_key', 'embed_images', 'encode_texts', 'PromptBank', 'zeroshot_scores']
+           'ImageEmbeddings', 'embedding_key', 'embed_images', 'encode_texts', 'one_hot', 'PromptBank',
+           'zeroshot_scores']
 
 # %% ../nbs/04b_zeroshot.ipynb
 class OpenClipModel:
@@ -276,6 +277,11 @@ def encode_texts(
     return emb
 
 
+def one_hot(cls: torch.Tensor, n: int) -> torch.Tensor:
+    "(P,n) float one-hot matrix of class indices."
+    return F.one_hot(torch.as_tensor(cls, dtype=torch.long), n).float()
+
+
 @dataclass
 class PromptBank:
     "Sentences, their class index and their normalised text embeddings."
@@ -304,7 +310,7 @@ class PromptBank:
             keep[np.asarray(select)] = True
         cls = torch.as_tensor(self.cls[keep])
         emb = self.emb[torch.as_tensor(keep)]
-        sums = torch.zeros(self.n_classes, emb.shape[1]).index_add_(0, cls, emb)
+        sums = one_hot(cls, self.n_classes).T @ emb  # (C,D) per-class sums (a matmul: index_add_ is slow on CPU)
         if (torch.bincount(cls, minlength=self.n_classes) == 0).any():
             raise ValueError("a class has no selected prompt")
         return F.normalize(sums, dim=-1)  # the normalised mean equals the normalised sum
@@ -335,7 +341,7 @@ def zeroshot_scores(
         cls = torch.as_tensor(bank.cls[keep])
         p = ((img @ A.T) + 1) / 2  # (N,P) in [0,1]
         logr = torch.log(p.clamp_min(eps)) - torch.log(p.mean(0, keepdim=True).clamp_min(eps))
-        out = torch.zeros(len(img), bank.n_classes).index_add_(1, cls, logr)
+        out = logr @ one_hot(cls, bank.n_classes)  # (N,C) sums of log-ratios over each class's sentences
         if dap_reduce == "mean":
             out = out / torch.bincount(cls, minlength=bank.n_classes).clamp_min(1)
         return out

@@ -251,10 +251,28 @@ def bench_memory(args, root, arch, device):
     RESULTS["memory_meta"] = {str(k): v for k, v in out.items()}
 
 
+def replicate(ds: EuroSAT, n: int) -> Path:
+    "A temporary EuroSAT-layout folder of `n` JPEG files copied round-robin from `ds` (same classes, same bytes)."
+    import shutil
+
+    out = Path(tempfile.mkdtemp(prefix="eurosat_replicated_")) / "2750"
+    for c in ds.classes:
+        (out / c).mkdir(parents=True)
+    for k in range(n):
+        f = ds.files[k % len(ds.files)]
+        cls, name = f.split("/")
+        shutil.copyfile(ds.root / f, out / cls / f"{Path(name).stem}_r{k}.jpg")
+    print(f"replicated {len(ds.files)} images into {n} files under {out}")
+    return out.parent
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", action="store_true", help="GPU mode: ViT-B-32 (random weights), bf16, all images of --eurosat")
     ap.add_argument("--eurosat", default="", help="EuroSAT folder (with 2750/); default data/sample (200 images)")
+    ap.add_argument("--replicate", type=int, default=0,
+                    help="build a folder of this many images in the 2750/ layout by repeating --eurosat's JPEGs "
+                         "(real files, real decoding; for a machine without the full dataset)")
     ap.add_argument("--arch", default="", help="model for (a)/(b); default senclip-tiny-vit for the CPU sweep, ViT-B-32-quickgelu otherwise")
     ap.add_argument("--images", type=int, default=0, help="(b) images (default: 256 on CPU, all on GPU)")
     ap.add_argument("--bare-images", type=int, default=0, help="(b) images preloaded for the bare forward")
@@ -284,6 +302,8 @@ def main(argv=None):
     elif args.official_sets < 0:
         args.official_sets = 0  # all 192 for real
     root = Path(args.eurosat) if args.eurosat else sample_dir("eurosat")
+    if args.replicate:
+        root = replicate(EuroSAT(root), args.replicate)
     ds = EuroSAT(root)
     skip = set(args.skip.split(","))
     torch.manual_seed(0)
