@@ -204,26 +204,29 @@ def embed_images(
             idx = list(range(s0, min(n, s0 + chunk)))
             dl = DataLoader(Subset(dataset, idx), batch_size=batch_size, num_workers=num_workers,
                             collate_fn=_collate, pin_memory=device.startswith("cuda"))
-            embs, labs, oks = [], [], []
+            # outputs are preallocated and filled in place: no per-batch long-lived allocations (which fragment
+            # the heap and make RSS creep with the number of images)
+            full_e = full_l = None
+            ok = torch.zeros(len(idx), dtype=torch.bool)
+            pos = 0
             for b in dl:
-                ok = b["ok"]
-                oks.append(ok)
-                if b["image"] is None:
-                    bar.update(len(ok))
-                    continue
-                x = preprocess_batch(b["image"].to(device, non_blocking=True), size, mean, std)
-                with torch.autocast(device.split(":")[0], dtype=dt, enabled=dt is not None):
-                    e = model.encode_image(x)
-                embs.append(F.normalize(e.float(), dim=-1).cpu())
-                labs.append(torch.as_tensor(b["label"]))
-                bar.update(len(ok))
-            ok = torch.cat(oks)
-            e = torch.cat(embs) if embs else torch.zeros(0, 1)
-            lab = torch.cat(labs) if labs else torch.zeros(0, dtype=torch.long)
-            full_e = torch.zeros(len(ok), e.shape[1])
-            full_e[ok] = e
-            full_l = torch.zeros((len(ok),) + tuple(lab.shape[1:]), dtype=lab.dtype)
-            full_l[ok] = lab
+                bok = b["ok"]
+                ok[pos:pos + len(bok)] = bok
+                if b["image"] is not None:
+                    x = preprocess_batch(b["image"].to(device, non_blocking=True), size, mean, std)
+                    with torch.autocast(device.split(":")[0], dtype=dt, enabled=dt is not None):
+                        e = F.normalize(model.encode_image(x).float(), dim=-1).cpu()
+                    lab = torch.as_tensor(b["label"])
+                    if full_e is None:
+                        full_e = torch.zeros(len(idx), e.shape[1])
+                        full_l = torch.zeros((len(idx),) + tuple(lab.shape[1:]), dtype=lab.dtype)
+                    where = torch.nonzero(bok).flatten() + pos
+                    full_e[where] = e
+                    full_l[where] = lab
+                pos += len(bok)
+                bar.update(len(bok))
+            if full_e is None:  # every image of the chunk was skipped
+                full_e, full_l = torch.zeros(len(idx), 1), torch.zeros(len(idx), dtype=torch.long)
             t = {"emb": full_e.contiguous(), "labels": full_l.contiguous(), "valid": ok.to(torch.uint8)}
             if shard is not None:
                 tmp = shard.with_suffix(".tmp")
