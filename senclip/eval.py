@@ -28,13 +28,16 @@ UNTRAINED = "untrained weights — not a result"
 DEMO_WEIGHTS = "demo weights (minutes of CPU training) — not a result"
 
 # %% auto 0
-__all__ = ['log', 'UNTRAINED', 'DEMO_WEIGHTS', 'DATASETS', 'OFFICIAL_RULE', 'PUBLISHED_MODELS', 'check_model', 'make_dataset',
-           'main_rule', 'published_table', 'published_key', 'caveat', 'display_name', 'evaluate_one', 'stamp',
-           'save_fig', 'plot_confusion', 'plot_per_class', 'per_class_ap', 'to_markdown', 'table1', 'run_evaluation',
-           'senclip_eval']
+__all__ = ['log', 'UNTRAINED', 'DEMO_WEIGHTS', 'DATASETS', 'TABLE1_MODELS', 'OFFICIAL_RULE', 'PUBLISHED_MODELS', 'check_model',
+           'make_dataset', 'main_rule', 'published_table', 'published_key', 'caveat', 'display_name', 'evaluate_one',
+           'stamp', 'save_fig', 'plot_confusion', 'plot_per_class', 'per_class_ap', 'to_markdown', 'table1',
+           'run_evaluation', 'senclip_eval']
 
 # %% ../nbs/04e_evaluate.ipynb
 DATASETS = ("eurosat", "bigearthnet19", "lucas-lc1")
+TABLE1_MODELS = ("clip-rn50", "remoteclip-rn50", "senclip-rn50-avgpool", "senclip-rn50-attpool", "clip-vit-b-32",
+                 "remoteclip-vit-b-32", "skyclip-50", "georsclip-vit-b-32", "senclip-vit-b-32-avgpool",
+                 "senclip-vit-b-32-attpool")  # the models of the paper's Table 1 (senclip.model registry names)
 
 
 def _find_path(p: str) -> Path | None:
@@ -311,7 +314,7 @@ def table1(results: pd.DataFrame, rules: dict[str, str]) -> pd.DataFrame:
 # %% ../nbs/04e_evaluate.ipynb
 def run_evaluation(
     out_dir: str | Path,  # the run folder
-    models: Sequence[str] = ("clip-vit-b-32", "senclip-vit-b-32-avgpool", "senclip-vit-b-32-attpool"),
+    models: Sequence[str] = TABLE1_MODELS,
     datasets: Sequence[str] = ("eurosat", "bigearthnet19"),
     prompts: Sequence[str] = ("generic", "aerial", "ground"),
     length: str = "mixed",
@@ -426,7 +429,7 @@ def _list(s: str) -> list[str]:
 @call_parse
 def senclip_eval(
     out: str = "runs/eval",  # run folder for tables and figures
-    models: str = "clip-vit-b-32,senclip-vit-b-32-avgpool,senclip-vit-b-32-attpool",  # comma-separated registry names / checkpoint paths
+    models: str = ",".join(TABLE1_MODELS),  # comma-separated registry names / checkpoint paths
     datasets: str = "eurosat,bigearthnet19",  # comma-separated: eurosat, bigearthnet19, lucas-lc1
     prompts: str = "generic,aerial,ground",  # prompt styles, or paths to JSON files in the authors' format
     length: str = "mixed",  # short | long | mixed
@@ -442,7 +445,7 @@ def senclip_eval(
     lucas_manifest: str = "",  # pair manifest for the LUCAS land-cover benchmark
     on_error: str = "raise",  # raise | skip unreadable files (counted)
     n_boot: int = 1000,  # bootstrap resamples for confidence intervals (0 = none)
-    sweep: bool = True,  # the Fig. 2 prompt-count sweep
+    no_sweep: bool = False,  # skip the Fig. 2 prompt-count sweep
     sweep_method: str = "alpha-beta-text",  # alpha-beta-text | alpha-beta-image | mean | hhi
     sweep_select_frac: float = 0.0,  # > 0: inductive prompt selection on this fraction of the images
     batch_size: int = 128,
@@ -456,7 +459,7 @@ def senclip_eval(
 
     matplotlib.use("Agg")
     res = run_evaluation(out, _list(models), _list(datasets), _list(prompts), length, _list(scoring), demo, n_boot,
-                         sweep, sweep_method, sweep_select_frac=sweep_select_frac, batch_size=batch_size,
+                         not no_sweep, sweep_method, sweep_select_frac=sweep_select_frac, batch_size=batch_size,
                          num_workers=num_workers, device=device, precision=precision, resize=resize,
                          eurosat_root=eurosat_root, eurosat_split=eurosat_split, bigearthnet_root=bigearthnet_root,
                          bigearthnet_split=bigearthnet_split, bigearthnet_subset=bigearthnet_subset,

@@ -61,7 +61,7 @@ def test_senclip_eval_cli(tmp_path):
     out = subprocess.run(
         [str(Path(sys.executable).parent / "senclip_eval"), "--demo", "--out", str(run),
          "--models", "senclip-tiny-vit", "--datasets", "eurosat", "--prompts", "generic,ground", "--scoring", "cosine,dap",
-         "--n_boot", "0", "--num_workers", "0"],
+         "--n_boot", "0", "--num_workers", "0", "--no_sweep"],
         env=_env(tmp_path), capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     res = pd.read_csv(run / "results.csv")
