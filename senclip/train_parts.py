@@ -79,18 +79,32 @@ class TrainTransform(nn.Module):
         return TF.resize(x, [self.size, self.size], interpolation=InterpolationMode.BILINEAR, antialias=True)
 
     def _rand_augment(self, x: torch.Tensor, p: dict) -> torch.Tensor:
-        "Per-sample RandAugment on a uint8 batch, grouped by (operation, sign)."
-        ops, neg = p["ops"], p["negative"]
+        "Per-sample RandAugment on a uint8 batch, grouped by (operation, sign), with no host-device synchronisation."
+        ops, neg = p["ops"].cpu(), p["negative"].cpu()
         fill = [0.0] * x.shape[1]
+        # Plan every group on the CPU, then send all sample indices to the device in ONE non-blocking copy: a
+        # per-group `.to(device)` from pageable memory synchronises the stream, which left the GPU idle most of a step.
+        plan, idx_parts, off = [], [], 0
         for k in range(ops.shape[1]):
             key = ops[:, k] * 2 + neg[:, k].long()
-            out = x.clone()
             for code in torch.unique(key).tolist():
                 name, mag, signed = self.ops[code // 2]
                 if name == "Identity":
                     continue
-                idx = (key == code).nonzero().flatten().to(x.device)
-                m = -mag if (signed and code % 2) else mag
+                idx = (key == code).nonzero().flatten()
+                plan.append((k, name, -mag if (signed and code % 2) else mag, off, off + len(idx)))
+                idx_parts.append(idx)
+                off += len(idx)
+        if not plan:
+            return x
+        all_idx = torch.cat(idx_parts)
+        if x.is_cuda:
+            all_idx = all_idx.pin_memory()
+        all_idx = all_idx.to(x.device, non_blocking=True)
+        for k in range(ops.shape[1]):
+            out = x.clone()
+            for _, name, m, a, b in (g for g in plan if g[0] == k):
+                idx = all_idx[a:b]
                 if name == "Equalize":  # v2's batched histogram: identical output, no per-image loop
                     out[idx] = TF2.equalize(x[idx])
                 else:
@@ -111,7 +125,10 @@ class TrainTransform(nn.Module):
         x = _center_crop(x, self.crop)
         if self.mode == "paper":
             dev = x.device
-            t, h, v = (params[k].to(dev, non_blocking=True).view(-1, 1, 1, 1) for k in ("transpose", "hflip", "vflip"))
+            bits = torch.stack([params[k].cpu() for k in ("transpose", "hflip", "vflip")])
+            if dev.type == "cuda":  # one pinned, non-blocking copy: no stream synchronisation
+                bits = bits.pin_memory()
+            t, h, v = bits.to(dev, non_blocking=True).view(3, -1, 1, 1, 1)
             x = torch.where(t, x.transpose(-1, -2), x)
             x = torch.where(h, x.flip(-1), x)
             x = torch.where(v, x.flip(-2), x)
