@@ -19,54 +19,20 @@ import torch.nn.functional as F
 from .core import cache_dir, atomic_write_json, get_device, CLIP_MEAN, CLIP_STD
 
 # %% auto 0
-__all__ = ['SCORING_RULES', 'OpenClipModel', 'load_model', 'model_fingerprint', 'preprocess_batch', 'PILResize',
-           'ImageEmbeddings', 'embedding_key', 'embed_images', 'encode_texts', 'one_hot', 'PromptBank',
-           'zeroshot_scores']
+__all__ = ['SCORING_RULES', 'load_model', 'model_fingerprint', 'preprocess_batch', 'PILResize', 'ImageEmbeddings',
+           'embedding_key', 'embed_images', 'encode_texts', 'one_hot', 'PromptBank', 'zeroshot_scores']
 
 # %% ../nbs/04b_zeroshot.ipynb
-class OpenClipModel:
-    "A minimal zero-shot wrapper around an open_clip model (used when senclip.model.load is not available)."
-
-    def __init__(self, arch: str, pretrained: str = "", device: str = "cpu", mean=None, std=None):
-        import open_clip
-        from senclip.core import create_model
-
-        self.model = create_model(arch, pretrained=pretrained).to(device).eval()
-        self.tokenizer = open_clip.get_tokenizer(arch)
-        self.arch, self.name = arch, arch + (f":{pretrained}" if pretrained else "")
-        self.untrained = not pretrained
-        self.mean, self.std = tuple(mean or CLIP_MEAN), tuple(std or CLIP_STD)
-        size = self.model.visual.image_size
-        self.image_size = size[0] if isinstance(size, (tuple, list)) else int(size)
-
-    def encode_image(self, x):
-        return self.model.encode_image(x)
-
-    def encode_text(self, t):
-        return self.model.encode_text(t)
-
-
 def load_model(
     spec: str,  # registry name (senclip.model.list_checkpoints()), checkpoint file/folder, or open_clip architecture
     device: str = "cpu",
 ):
     "A zero-shot model by name or path through `senclip.model.load`; `.untrained` is True for random weights."
-    try:
-        from senclip.model import load as _load
-    except ImportError:  # a checkout without the model module: random-init open_clip architectures only
-        _load = None
-    if _load is not None:
-        m = _load(spec, device=device)
-        m.untrained = bool(getattr(m, "random_weights", False))
-        return m
-    import open_clip
-    from senclip.core import register_model_configs
+    from senclip.model import load
 
-    register_model_configs()
-    arch, _, pretrained = spec.partition(":")
-    if arch in open_clip.list_models() and not Path(spec).exists():
-        return OpenClipModel(arch, pretrained, device)
-    raise FileNotFoundError(f"can't load model {spec!r}: senclip.model is not available and it is not an open_clip architecture")
+    m = load(spec, device=device)
+    m.untrained = bool(getattr(m, "random_weights", False))
+    return m
 
 
 def model_fingerprint(model, text: bool = False) -> str:
