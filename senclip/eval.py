@@ -381,7 +381,7 @@ def run_evaluation(
                 sw = prompt_sweep(img, y, bank, sweep_ks, sweep_method, sweep_random, "cosine", select_on=sel, seed=seed)
                 sw.to_csv(out / "sweep.csv", index=False)
                 fig, ax = plt.subplots(figsize=(4.5, 3.2))
-                plot_sweep(sw, ax, f"{label[:50]}\n{dname} aerial prompts, {sweep_method} ranking")
+                plot_sweep(sw, ax, f"{label if len(label) <= 60 else label[:57] + '...'}\n{dname} aerial prompts, {sweep_method} ranking")
                 stamp(fig, caveat(model))
                 save_fig(fig, out / "figures" / f"sweep_{dname}")
                 plt.close(fig)
