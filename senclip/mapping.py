@@ -161,11 +161,13 @@ def _prompt_bank(model, dataset_classes, prompts, length: str = "mixed"):
 
 
 def _caveat(model) -> str:
+    "UNTRAINED for random weights; DEMO_WEIGHTS for demo-flagged models and our tiny archs (never trained for real)."
     from senclip.eval import DEMO_WEIGHTS, UNTRAINED
 
     if getattr(model, "random_weights", False) or getattr(model, "untrained", False):
         return UNTRAINED
-    return DEMO_WEIGHTS if getattr(model, "demo", False) else ""
+    tiny = str(getattr(model, "arch", "")).startswith("senclip-tiny")
+    return DEMO_WEIGHTS if getattr(model, "demo", False) or tiny else ""
 
 
 def _state_key(scene, model, params: dict) -> str:
@@ -193,6 +195,7 @@ def map_scene(
     progress: bool = True,  # show a progress bar
     length: str = "mixed",  # prompt length: short | long | mixed
     checkpoint_every: int = 20,  # batches between resume-file saves
+    caveat: str | None = None,  # label stamped on the outputs; None = from the model (untrained / demo / tiny arch)
 ) -> dict:
     "Classify every tile of a scene zero-shot; write class and confidence GeoTIFFs and a count CSV. Returns their paths."
     import torch
@@ -290,7 +293,7 @@ def map_scene(
             conf[1, valid] = (top2[:, 0] - top2[:, -1]).numpy() if S.shape[1] > 1 else 0.0
         classes, conf = classes.reshape(rows, cols), conf.reshape(2, rows, cols)
         transform = sc.transform @ Affine.scale(stride)
-        caveat = _caveat(model)
+        caveat = _caveat(model) if caveat is None else caveat
         tags = dict(MODEL=str(getattr(model, "name", "")), ARCH=str(getattr(model, "arch", "")), SCORING=scoring,
                     PROMPTS=params["prompts"], DATASET=dname, TILE=str(tile), STRIDE=str(stride), BANDS=",".join(bands),
                     STRETCH=stretch, SCENE=str(sc.id), CAVEAT=caveat)
@@ -388,11 +391,16 @@ def demo_map(
     device: str = "auto",
     **kwargs,  # more map_scene arguments
 ) -> dict:
-    "Map a scene (the sample crop by default) with `model_path`; the paths, plus `figure` (PNG)."
+    "Map a scene (the sample crop by default) with `model_path`, stamped as demo/untrained weights; the paths, plus `figure` (PNG)."
     import matplotlib.pyplot as plt
 
     scene = scene or sample_dir("sentinel2", "s2_l1c_virginia_crop.tif")
-    paths = map_scene(scene, model_path, out_dir=out, device=device, **{"progress": False, **kwargs})
+    from senclip.eval import DEMO_WEIGHTS, UNTRAINED
+    from senclip.model import load
+
+    model = load(str(model_path), device=get_device(device))
+    kwargs.setdefault("caveat", UNTRAINED if model.random_weights else DEMO_WEIGHTS)  # demo weights are not results
+    paths = map_scene(scene, model, out_dir=out, device=device, **{"progress": False, **kwargs})
     fig = plot_map(paths, scene)
     png = Path(out) / (Path(paths["classes"]).name.replace("_classes.tif", "_map.png"))
     with atomic_write(png) as f:
@@ -419,14 +427,18 @@ def senclip_map(
     batch_size: int = 256,  # tiles per batch
     device: str = "auto",  # auto | cpu | cuda | mps
     plot: bool = False,  # also save a PNG figure
+    demo: bool = False,  # label the outputs "demo weights — not a result"
     quiet: bool = False,  # no progress bar
 ):
     "Zero-shot land-use map of a Sentinel-2 scene: class and confidence GeoTIFFs and tile counts."
+    from senclip.eval import DEMO_WEIGHTS
+
     if not scene:
         raise SystemExit("senclip_map: --scene is required (a Sentinel-2 GeoTIFF/COG/JP2 or a folder of per-band files)")
     try:
         paths = map_scene(scene, model, classes, prompts, out, tile, stride or None, scoring,
-                          tuple(b.strip() for b in bands.split(",")), stretch, batch_size, device, not quiet)
+                          tuple(b.strip() for b in bands.split(",")), stretch, batch_size, device, not quiet,
+                          caveat=DEMO_WEIGHTS if demo else None)
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         raise SystemExit(f"senclip_map: error: {msg}") from None

@@ -135,3 +135,43 @@ def test_errors(tmp_path, model):
     p = _run("--scene", CROP, "--out", tmp_path, "--bands", "B04,B03,B12", "--quiet")
     assert p.returncode != 0 and "B12" in p.stderr and "it has" in p.stderr
     assert not list(tmp_path.glob("*.tif"))
+
+
+def test_jp2_per_band_files_match_multiband(tmp_path, model):
+    "Per-band JPEG-2000 files (as in a SAFE product's IMG_DATA) give the same map as the multi-band GeoTIFF."
+    folder = tmp_path / "S2_SAFE_IMG_DATA"
+    folder.mkdir()
+    with rasterio.open(CROP) as s:
+        win = rasterio.windows.Window(0, 0, 256, 256)
+        arr, tr = s.read(window=win), s.window_transform(win)
+        for b, name in enumerate(("B02", "B03", "B04")):
+            with rasterio.open(folder / f"T18SVG_20230501T154809_{name}.jp2", "w", driver="JP2OpenJPEG", width=256,
+                               height=256, count=1, dtype="uint16", crs=s.crs, transform=tr, nodata=0,
+                               QUALITY=100, REVERSIBLE="YES") as d:
+                d.write(arr[b], 1)
+        ref = tmp_path / "ref.tif"
+        with rasterio.open(ref, "w", driver="GTiff", width=256, height=256, count=4, dtype="uint16", crs=s.crs,
+                           transform=tr, nodata=0) as d:
+            d.write(arr)
+            d.descriptions = ("B02", "B03", "B04", "B08")
+    a = map_scene(folder, model, out_dir=tmp_path / "a", tile=64, progress=False)
+    b = map_scene(ref, model, out_dir=tmp_path / "b", tile=64, progress=False)
+    with rasterio.open(a["classes"]) as ma, rasterio.open(b["classes"]) as mb:
+        assert ma.transform == mb.transform and ma.crs == mb.crs
+        np.testing.assert_array_equal(ma.read(1), mb.read(1))
+
+
+def test_demo_map_with_checkpoint_file(tmp_path, model):
+    "demo_map maps the sample crop with a checkpoint given by path and saves the figure."
+    from senclip.checkpoints import export_safetensors
+    from senclip.mapping import demo_map
+
+    ckpt = export_safetensors(model, tmp_path / "ckpt")
+    out = demo_map(tmp_path / "demo", str(tmp_path / "ckpt"), device="cpu", tile=128)
+    assert out["figure"].stat().st_size > 10_000
+    meta = json.loads(Path(out["meta"]).read_text())
+    assert meta["grid"] == [8, 8] and meta["valid_tiles"] == 64
+    # loaded from a file, the tiny model's weights are demo weights at best: the outputs say so
+    assert meta["caveat"] == "demo weights (minutes of CPU training) — not a result"
+    with rasterio.open(out["classes"]) as m:
+        assert m.read(1).max() < 10
