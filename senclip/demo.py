@@ -16,7 +16,8 @@ from fastcore.script import call_parse
 from .core import atomic_write, atomic_write_json, repo_root, run_metadata
 
 # %% auto 0
-__all__ = ['UNTRAINED_NOTE', 'demo_pairs', 'demo_train', 'demo_eval', 'run_demo', 'write_summary', 'senclip_demo']
+__all__ = ['UNTRAINED_NOTE', 'demo_pairs', 'demo_train', 'demo_eval', 'demo_map_step', 'run_demo', 'write_summary',
+           'senclip_demo']
 
 # %% ../nbs/06_demo.ipynb
 UNTRAINED_NOTE = ("**Untrained weights — not a result.** The demo runs offline with a tiny random-init architecture "
@@ -69,8 +70,19 @@ def demo_eval(out: Path, models: list[str], force: bool = False) -> Path:
     return nb_out
 
 # %% ../nbs/06_demo.ipynb
+def demo_map_step(out: Path, model: str, force: bool = False) -> dict:
+    "Step 4: a land-use map of the bundled Sentinel-2 crop with the demo checkpoint, under `out/map`."
+    from senclip.mapping import demo_map
+
+    info = out / "map" / "map.json"
+    if _step("map", info.exists(), force):
+        res = demo_map(out / "map", model, device="cpu")
+        atomic_write_json(info, {k: str(v) for k, v in res.items()})
+    return json.loads(info.read_text())
+
+
 def run_demo(out: str | Path = "runs/demo", force: bool = False, max_steps: int | None = None, eval: bool = True) -> dict:
-    "Run pairs -> training -> evaluation on the bundled sample; returns the paths and timings (see `SUMMARY.md`)."
+    "Run pairs -> training -> evaluation -> map on the bundled sample; returns the paths and timings (see `SUMMARY.md`)."
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     times = {}
@@ -86,6 +98,9 @@ def run_demo(out: str | Path = "runs/demo", force: bool = False, max_steps: int 
         t = time.time()
         res["eval_notebook"] = str(demo_eval(out, ["senclip-tiny-vit", exported], force))
         times["eval"] = time.time() - t
+        t = time.time()
+        res["map"] = demo_map_step(out, exported, force)
+        times["map"] = time.time() - t
     write_summary(out, res)
     return res
 
@@ -93,7 +108,8 @@ def run_demo(out: str | Path = "runs/demo", force: bool = False, max_steps: int 
 def write_summary(out: Path, res: dict):
     "`SUMMARY.md` (what was made, how long each step took) and `demo.json` beside the outputs."
     lines = ["# senclip demo", "", UNTRAINED_NOTE, "", "| step | seconds | outputs |", "|---|---|---|"]
-    outs = {"pairs": res["pairs"].get("manifest", ""), "train": res["exported"], "eval": res.get("eval_notebook", "")}
+    outs = {"pairs": res["pairs"].get("manifest", ""), "train": res["exported"], "eval": res.get("eval_notebook", ""),
+            "map": (res.get("map") or {}).get("figure") or (res.get("map") or {}).get("classes", "")}
     for k, v in res["times"].items():
         lines.append(f"| {k} | {v:.0f} | `{Path(outs[k]).relative_to(out) if str(outs[k]).startswith(str(out)) else outs[k]}` |")
     counts = res["pairs"].get("counts") or {}
@@ -102,6 +118,10 @@ def write_summary(out: Path, res: dict):
     table = out / "eval" / "table1.md"
     if table.exists():
         lines += ["", "## Zero-shot (untrained weights — not a result)", "", table.read_text()]
+    fig = (res.get("map") or {}).get("figure")
+    if fig:
+        lines += ["", "## Land-use map of the bundled scene (demo weights — not a result)", "",
+                  f"![map]({Path(fig).relative_to(out) if str(fig).startswith(str(out)) else fig})"]
     with atomic_write(out / "SUMMARY.md", "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     atomic_write_json(out / "demo.json", {**res, "meta": run_metadata(out=str(out))})
@@ -114,7 +134,7 @@ def senclip_demo(
     max_steps: int = None,  # cap the training steps (default: the demo preset's epochs)
     no_eval: bool = False,  # stop after training (skip the papermill evaluation)
 ):
-    "The main job on the bundled sample: pairs -> training -> zero-shot evaluation, offline, on a CPU."
+    "The main job on the bundled sample: pairs -> training -> zero-shot evaluation -> land-use map, offline, on a CPU."
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
     t = time.time()

@@ -29,4 +29,5 @@ step bench_eval 170 python3 tests/bench/bench_eval.py --gpu --eurosat data/sampl
 step gpu_check_model 70 python3 tests/gpu_check_model.py
 step gpu_check_eval 50 python3 tests/gpu_check_eval.py
 step gpu_check_pairs 45 python3 tests/gpu_check_pairs.py
+step gpu_check_mapping 90 python3 tests/gpu_check_mapping.py
 cat "$OUT/summary.txt"

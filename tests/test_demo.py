@@ -34,6 +34,15 @@ def test_demo_end_to_end(tmp_path):
     summary = (out / "SUMMARY.md").read_text()
     assert "not a result" in summary and "| eval |" in summary
     assert any((out / "eval" / "figures").glob("confusion_eurosat_*.png"))
+    # land-use map of the bundled scene, georeferenced like it
+    import rasterio
+
+    maps = list((out / "map").glob("*_classes.tif"))
+    assert len(maps) == 1
+    with rasterio.open(maps[0]) as m, rasterio.open(ROOT / "data/sample/sentinel2/s2_l1c_virginia_crop.tif") as s:
+        assert m.crs == s.crs and m.transform.c == s.transform.c and m.transform.a == 64 * s.transform.a
+        assert m.shape == (16, 16) and m.read(1).max() < 10
+        assert "not a result" in m.tags().get("CAVEAT", "")
     # a second run resumes: every step is found done and nothing is recomputed
     r2 = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r2.returncode == 0 and r2.stdout.count("already done") == 3, r2.stdout[-2000:]
+    assert r2.returncode == 0 and r2.stdout.count("already done") == 4, r2.stdout[-2000:]
