@@ -24,7 +24,7 @@ import numpy as np
 
 # %% auto 0
 __all__ = ['SENCLIP_MEAN', 'SENCLIP_STD', 'CLIP_MEAN', 'CLIP_STD', 'PRESETS', 'Preset', 'check_fields', 'get_preset', 'cache_dir',
-           'package_dir', 'repo_root', 'sample_dir', 'seed_everything', 'get_device', 'atomic_write',
+           'package_dir', 'repo_root', 'sample_dir', 'seed_everything', 'get_device', 'atomic_path', 'atomic_write',
            'atomic_write_json', 'atomic_torch_save', 'OfflineError', 'ChecksumError', 'is_offline', 'sha256sum',
            'download_url', 'git_commit', 'run_metadata', 'machine_name', 'bench_record', 'register_model_configs',
            'create_model']
@@ -240,21 +240,28 @@ def get_device(prefer: str = "auto"):
 
 # %% ../nbs/00_core.ipynb
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb", **kwargs) -> Iterator[Any]:
-    "Open a temporary file beside `path`; on success it replaces `path` atomically, on error it is removed."
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    "A temporary path beside `path` (same suffix, so writers such as rasterio pick the format); it replaces `path` on success and is removed on error."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", **kwargs) -> Iterator[Any]:
+    "Open a temporary file beside `path`; on success it replaces `path` atomically, on error it is removed."
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_json(path: str | Path, obj: Any, **kwargs) -> Path:

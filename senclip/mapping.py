@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .core import atomic_write, atomic_write_json, get_device, sample_dir
+from .core import atomic_path, atomic_write, atomic_write_json, get_device, sample_dir
 from .sentinel2 import RGB_BANDS, Scene, open_scene, stretch_to_uint8
 
 # %% auto 0
@@ -79,22 +79,6 @@ def iter_tiles(
                 yield i, strip[:, y:y + tile, sl], bool(nod[y:y + tile, sl].any())
 
 # %% ../nbs/05_mapping.ipynb
-@contextlib.contextmanager
-def _atomic_path(path: Path):
-    "A temporary path beside `path` that replaces it on success and is removed on error."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_class_map(
     path: Path,
     classes: np.ndarray,  # (rows, cols) uint8 class indices, NODATA_CLASS for no data
@@ -107,7 +91,7 @@ def write_class_map(
     import rasterio
 
     colors = class_colors(len(classnames))
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", driver="GTiff", width=classes.shape[1], height=classes.shape[0], count=1,
                            dtype="uint8", crs=crs, transform=transform, nodata=NODATA_CLASS, compress="deflate") as dst:
             dst.write(classes.astype(np.uint8), 1)
@@ -129,7 +113,7 @@ def write_float_map(
     "A float32 GeoTIFF (NaN = no data) with named bands."
     import rasterio
 
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
                            dtype="float32", crs=crs, transform=transform, nodata=float("nan"), compress="deflate") as dst:
             dst.write(data.astype(np.float32))

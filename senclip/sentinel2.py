@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .core import repo_root, sample_dir
+from .core import atomic_path, repo_root, sample_dir
 
 # %% auto 0
 __all__ = ['S2_RESOLUTION', 'RGB_BANDS', 'BANDS_10_20M', 'SCL_CLOUDY', 'BAND_ALIASES', 'S2_FIXED_RANGE', 'parse_band_name',
@@ -228,20 +228,12 @@ def _write_patch(path: Path, data: np.ndarray, bands, crs, transform, nodata, ta
     "Write a GeoTIFF atomically (temporary file in the same folder, then rename)."
     import rasterio
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tif")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
                            dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, compress="deflate") as dst:
             dst.write(data)
             dst.descriptions = tuple(bands)
             dst.update_tags(**{k: str(v) for k, v in tags.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def cut_patches(
