@@ -422,7 +422,9 @@ def train(
                 step += 1
                 imgs += p.batch_size * p.grad_accum
                 bar.update(1)
-                stopping = _any_rank(stop.flag, world, dev)
+                # a stop request (SIGTERM/SIGINT) must end every rank at the same step; agreeing on it is a
+                # collective plus a host sync, so multi-process runs agree every 10 steps, not every step
+                stopping = _any_rank(stop.flag, world, dev) if (world == 1 or step % 10 == 0 or step == total) else False
                 if step % log_every == 0 or step == total or stopping:
                     total_skipped = torch.tensor([float(skipped)], device=dev)
                     if world > 1:
