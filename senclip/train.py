@@ -374,8 +374,13 @@ def train(
             print(f"note: no zero-shot validation ({e})", flush=True)
     log = RunLog(out, resume_step=step if ck is not None else None, tensorboard=tensorboard, enabled=main)
     if main:
+        caveat = ("started from random weights: loss and val_top1 in metrics.csv check the pipeline, they are not results"
+                  if not p.pretrained else "")
+        if caveat:
+            print(f"note: {caveat}", flush=True)
         atomic_write_json(out / "run.json", run_metadata(preset=p.to_dict(), world_size=world, device=str(dev),
-                                                          compile=compile, channels_last=cl, resumed_from=str(ck_path or "")))
+                                                          compile=compile, channels_last=cl, resumed_from=str(ck_path or ""),
+                                                          caveat=caveat))
 
     def checkpoint():
         rngs = _all_gather_objects(rng_state(dev), world)

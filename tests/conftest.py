@@ -59,6 +59,17 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
+def one_thread():
+    "One intra-op thread for tiny-model tests: on a busy 2-core machine more threads only make OpenMP spin."
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def http_server(tmp_path):
     """A real HTTP server on 127.0.0.1 serving `tmp_path / 'www'`; yields (base_url, folder, handler class)."""
     www = tmp_path / "www"

@@ -24,6 +24,7 @@ def test_demo_end_to_end(tmp_path):
     import senclip
 
     tr = json.loads((out / "train" / "train.json").read_text())
+    assert "not results" in json.loads((out / "train" / "run.json").read_text())["params"]["caveat"]
     model = senclip.load(tr["safetensors"])
     assert model.arch == "senclip-tiny-vit"
     # evaluation: Table-1 layout, every row labelled as not a result

@@ -20,13 +20,7 @@ N_POINTS, SHARD = 200, 20
 COLS = [f"photo_{v}" for v in DIRECTIONS]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "A tiny model on a shared 2-core machine: one intra-op thread is faster and steadier."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture

@@ -19,13 +19,7 @@ BIN = Path(sys.executable).parent
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "One intra-op thread: tiny models gain nothing from more, and a busy 2-core machine makes OpenMP spin."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")
