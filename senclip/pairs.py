@@ -43,7 +43,7 @@ def build_manifest(
     m = points.reset_index(drop=True).copy()
     for v in DIRECTIONS:
         m[f"photo_{v}"] = photos[f"photo_{v}"].reset_index(drop=True).fillna("").astype(str)
-    m["n_photos"] = (m[[f"photo_{v}" for v in DIRECTIONS]] != "").sum(1).astype(int)
+    m["n_photos"] = (m[[f"photo_{v}" for v in DIRECTIONS]] != "").sum(axis=1).astype(int)
     p = patches.drop_duplicates("id").set_index("id")
     ok = m.status == "ok"
     key = m["id"].astype(str)
