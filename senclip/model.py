@@ -16,8 +16,8 @@ from .checkpoints import (CHECKPOINTS, ZeroShotModel, export_openai, export_safe
                                  load, load_clip)
 
 # %% auto 0
-__all__ = ['POOLINGS', 'NEGATIVES', 'TRAINABLE', 'ProjectionHead', 'GroundPool', 'concat_all_gather', 'SenCLIP', 'build_senclip',
-           'load_backbone']
+__all__ = ['POOLINGS', 'NEGATIVES', 'TRAINABLE', 'ProjectionHead', 'check_mask', 'GroundPool', 'concat_all_gather', 'SenCLIP',
+           'build_senclip', 'load_backbone', 'linear_patch_embed']
 
 # %% ../nbs/02a_model.ipynb
 class ProjectionHead(nn.Module):
@@ -47,6 +47,14 @@ class ProjectionHead(nn.Module):
 POOLINGS = ("avg", "attn_image", "attn_dim")
 
 
+def check_mask(mask: torch.Tensor):
+    "Raise a clear error if a row of a (B, 4) ground-view mask has no photo at all."
+    if not bool(mask.any(1).all()):
+        bad = (~mask.any(1)).nonzero().flatten().tolist()
+        raise ValueError(f"Ground views: rows {bad[:10]} of the batch have no photo at all (mask all False); "
+                         "drop such points from the pair manifest")
+
+
 class GroundPool(nn.Module):
     "Pool the (B, 4, D) ground-view embeddings into (B, D), leaving out masked (missing) views."
 
@@ -59,6 +67,9 @@ class GroundPool(nn.Module):
         if kind not in POOLINGS:
             raise ValueError(f"Unknown pooling {kind!r}; choose one of {POOLINGS} (preset field 'pooling')")
         self.kind = kind
+        # the all-missing check reads the mask on the host (a device sync); a CUDA-graphed training step turns it
+        # off and checks each batch's mask on the CPU before copying it in (senclip.train_parts.TrainStep)
+        self.check_masks = True
         if kind == "attn_image":
             self.linear = nn.Linear(dim, 1, bias=False)
         elif kind == "attn_dim":
@@ -72,10 +83,8 @@ class GroundPool(nn.Module):
         if mask is None:
             mask = torch.ones(ground.shape[:2], dtype=torch.bool, device=ground.device)
         mask = mask.to(device=ground.device, dtype=torch.bool)
-        if not bool(mask.any(1).all()):
-            bad = (~mask.any(1)).nonzero().flatten().tolist()
-            raise ValueError(f"Ground views: rows {bad[:10]} of the batch have no photo at all (mask all False); "
-                             "drop such points from the pair manifest")
+        if self.check_masks:
+            check_mask(mask)
         if self.kind == "avg":
             m = mask.unsqueeze(-1).to(ground.dtype)
             return (ground * m).sum(1) / m.sum(1)
@@ -233,7 +242,7 @@ class SenCLIP(nn.Module):
             keys = keys[-K:]
         idx = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % K
         self.queue[idx] = keys
-        self.queue_valid[idx] = True
+        self.queue_valid.index_fill_(0, idx, True)  # not `[idx] = True`: a CPU scalar copy, which CUDA graphs refuse
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % K)
 
     @torch.no_grad()
@@ -359,3 +368,26 @@ def load_backbone(
     from senclip.core import cache_dir
 
     return create_model(arch, pretrained, cache_dir=str(cache_dir("open_clip"))), arch
+
+# %% ../nbs/02a_model.ipynb
+class _LinearPatchConv(nn.Conv2d):
+    "A stride == kernel, unpadded Conv2d computed as patchify + linear (same weight, same output)."
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        kh, kw = self.kernel_size
+        gh, gw = H // kh, W // kw
+        x = x[..., : gh * kh, : gw * kw]  # like the convolution, drop a remainder
+        patches = x.reshape(B, C, gh, kh, gw, kw).permute(0, 2, 4, 1, 3, 5).reshape(B, gh * gw, C * kh * kw)
+        y = F.linear(patches, self.weight.reshape(self.out_channels, -1), self.bias)  # (B, gh*gw, out)
+        return y.transpose(1, 2).reshape(B, self.out_channels, gh, gw)
+
+
+def linear_patch_embed(visual: nn.Module) -> bool:
+    "Swap a ViT tower's patch convolution for `_LinearPatchConv` in place; False (nothing done) for other towers."
+    conv = getattr(visual, "conv1", None)
+    if type(conv) is not nn.Conv2d or conv.kernel_size != conv.stride or conv.padding not in ((0, 0), 0) \
+            or conv.groups != 1 or conv.dilation != (1, 1):
+        return False
+    conv.__class__ = _LinearPatchConv
+    return True
