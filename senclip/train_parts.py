@@ -21,7 +21,7 @@ from torchvision.transforms.autoaugment import _apply_op
 from .core import Preset, atomic_torch_save, get_preset
 
 # %% auto 0
-__all__ = ['TrainTransform', 'GlobalBatchSampler', 'param_groups', 'rng_state', 'set_rng_state', 'save_checkpoint',
+__all__ = ['TrainTransform', 'GlobalBatchSampler', 'param_groups', 'TrainStep', 'rng_state', 'set_rng_state', 'save_checkpoint',
            'load_checkpoint']
 
 # %% ../nbs/03a_train_parts.ipynb
@@ -38,6 +38,62 @@ def _center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top : top + size, left : left + size]
 
 
+
+# operation families of the batched RandAugment (one row per (operation, sign) code in the tables below)
+_IDENTITY, _GEOMETRY, _BRIGHTNESS, _COLOR, _CONTRAST, _SHARPNESS, _POSTERIZE, _SOLARIZE, _AUTOCONTRAST, _EQUALIZE = range(10)
+_FAMILY = {"Identity": _IDENTITY, "ShearX": _GEOMETRY, "ShearY": _GEOMETRY, "TranslateX": _GEOMETRY,
+           "TranslateY": _GEOMETRY, "Rotate": _GEOMETRY, "Brightness": _BRIGHTNESS, "Color": _COLOR,
+           "Contrast": _CONTRAST, "Sharpness": _SHARPNESS, "Posterize": _POSTERIZE, "Solarize": _SOLARIZE,
+           "AutoContrast": _AUTOCONTRAST, "Equalize": _EQUALIZE}
+
+
+def _ra_tables(ops: list[tuple[str, float, bool]], size: int) -> dict[str, torch.Tensor]:
+    """Per (operation, sign) code `2 * op + negative`: family, inverse affine matrix, blend factor, posterize mask and
+    solarize threshold, with values that leave an image unchanged where an entry does not apply. The affine matrices
+    are the ones torchvision's own `_apply_op` computes (recorded from its tensor kernels, not re-derived)."""
+    from unittest import mock
+
+    import torchvision.transforms.functional as F_pub
+
+    n = 2 * len(ops)
+    family = torch.zeros(n, dtype=torch.long)
+    theta = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).repeat(n, 1, 1)
+    ratio, rest = torch.ones(n, dtype=torch.float32), torch.zeros(n, dtype=torch.float32)
+    postmask = torch.full((n,), 255, dtype=torch.uint8)
+    threshold = torch.full((n,), 256.0)  # uint8 >= 256 never holds: no solarisation
+    seen = {}
+
+    def record(img, matrix, *a, **kw):
+        seen["matrix"] = matrix
+        return img
+
+    probe = torch.zeros(1, 3, size, size, dtype=torch.uint8)
+    for i, (name, mag, signed) in enumerate(ops):
+        for neg in (0, 1):
+            c, m = 2 * i + neg, (-mag if (signed and neg) else mag)
+            family[c] = _FAMILY[name]
+            if family[c] == _GEOMETRY:
+                with mock.patch.object(F_pub.F_t, "affine", record), mock.patch.object(F_pub.F_t, "rotate", record):
+                    seen.clear()
+                    _apply_op(probe, name, m, interpolation=InterpolationMode.NEAREST, fill=[0.0] * 3)
+                theta[c] = torch.tensor(seen["matrix"], dtype=torch.float32).view(2, 3)
+            elif family[c] in (_BRIGHTNESS, _COLOR, _CONTRAST, _SHARPNESS):  # _blend(img, degenerate, 1 + m)
+                r = float(1.0 + m)
+                ratio[c], rest[c] = r, 1.0 - r  # both rounded from double, as torchvision's Python-float scalars
+            elif family[c] == _POSTERIZE:
+                postmask[c] = (-int(2 ** (8 - int(m)))) & 0xFF
+            elif family[c] == _SOLARIZE:
+                threshold[c] = m
+    is_blend = (family >= _BRIGHTNESS) & (family <= _SHARPNESS)
+    # the sampling grid of every code, made by torchvision's own grid function: a per-step gather instead of a
+    # (B, H*W, 3) x (3, 2) matrix product (13 ms of a 2,048-image step on an H100)
+    from torchvision.transforms._functional_tensor import _gen_affine_grid
+
+    grid = torch.cat([_gen_affine_grid(t.unsqueeze(0), w=size, h=size, ow=size, oh=size) for t in theta])
+    return dict(family=family, theta=theta, ratio=ratio, rest=rest, is_blend=is_blend, postmask=postmask,
+                threshold=threshold, grid=grid)
+
+
 class TrainTransform(nn.Module):
     "uint8 patch batch (B,3,P,P) on any device -> augmented, normalised float batch (B,3,S,S)."
 
@@ -48,6 +104,7 @@ class TrainTransform(nn.Module):
         channels_last: bool = False,  # return a channels-last tensor (faster convolutions, e.g. RN50)
         num_ops: int = 3,  # RandAugment operations per image (official mode)
         magnitude: int = 5,  # RandAugment magnitude bin (0..30)
+        batched: bool | None = None,  # RandAugment as fixed-shape whole-batch ops (None: on CUDA; see below)
     ):
         super().__init__()
         self.mode = mode or preset.augment
@@ -61,6 +118,9 @@ class TrainTransform(nn.Module):
         self.ops = [
             (name, float(mags[magnitude]) if mags.ndim > 0 else 0.0, signed) for name, (mags, signed) in space.items()
         ]
+        self.batched = batched
+        for k, v in _ra_tables(self.ops, self.size).items():
+            self.register_buffer(f"_ra_{k}", v, persistent=False)
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> dict:
         "Per-sample random choices for `n` images, drawn on the CPU from `generator`."
@@ -76,11 +136,18 @@ class TrainTransform(nn.Module):
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) == (self.size, self.size):
             return x
-        return TF.resize(x, [self.size, self.size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        # antialiasing only changes a shrink; for float upsampling the plain bilinear kernel gives the same values
+        # (within float rounding) several times faster. uint8 (official mode) keeps torchvision's exact path.
+        aa = x.dtype == torch.uint8 or min(x.shape[-2:]) > self.size
+        return TF.resize(x, [self.size, self.size], interpolation=InterpolationMode.BILINEAR, antialias=aa)
 
     def _rand_augment(self, x: torch.Tensor, p: dict) -> torch.Tensor:
         "Per-sample RandAugment on a uint8 batch, grouped by (operation, sign), with no host-device synchronisation."
-        ops, neg = p["ops"].cpu(), p["negative"].cpu()
+        if "codes" in p:  # already in the batched form (params_to)
+            codes = p["codes"].cpu()
+            ops, neg = codes // 2, codes % 2 == 1
+        else:
+            ops, neg = p["ops"].cpu(), p["negative"].cpu()
         fill = [0.0] * x.shape[1]
         # Plan every group on the CPU, then send all sample indices to the device in ONE non-blocking copy: a
         # per-group `.to(device)` from pageable memory synchronises the stream, which left the GPU idle most of a step.
@@ -112,11 +179,72 @@ class TrainTransform(nn.Module):
             x = out
         return x
 
+    def params_to(self, params: dict, device: torch.device | str) -> dict:
+        """`sample_params` output as the device tensors the batched kernels use, in one pinned non-blocking copy
+        (a copy from pageable memory would synchronise the stream); already converted params pass through."""
+        if "bits" in params or "codes" in params:
+            return params
+        if self.mode == "paper":
+            t = torch.stack([params[k].cpu() for k in ("transpose", "hflip", "vflip")])
+            key = "bits"
+        elif self.mode == "official":
+            t = params["ops"].cpu() * 2 + params["negative"].cpu().long()  # (B, num_ops) row of the op tables
+            key = "codes"
+        else:
+            return params
+        if torch.device(device).type == "cuda":
+            t = t.pin_memory()
+        return {key: t.to(device, non_blocking=True)}
+
+    def _rand_augment_batched(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The same per-sample RandAugment as `_rand_augment`, as fixed-shape whole-batch tensor ops: no host
+        planning, no host-device synchronisation, nothing data-dependent in shapes, so it can run inside a CUDA graph.
+        Each round computes every operation family for the whole batch and keeps, per sample, its drawn one."""
+        B = x.shape[0]
+        for k in range(codes.shape[1]):
+            c = codes[:, k]
+            sel = self._ra_family[c]  # (B,) operation family of each sample
+            pick = lambda fam: (sel == fam).view(B, 1, 1, 1)
+            # geometry (ShearX/Y, TranslateX/Y, Rotate): one nearest-neighbour affine warp with per-sample matrices
+            if tuple(x.shape[-2:]) != tuple(self._ra_grid.shape[1:3]):
+                raise ValueError(f"batched RandAugment expects {tuple(self._ra_grid.shape[1:3])} images, got {tuple(x.shape[-2:])}")
+            xf = x.float()
+            # nearest-neighbour samples are exact input values (or the 0 fill): no rounding needed
+            warped = torch.nn.functional.grid_sample(xf, self._ra_grid[c], mode="nearest", padding_mode="zeros",
+                                                     align_corners=False).to(torch.uint8)
+            out = torch.where(pick(_GEOMETRY), warped, x)
+            # Brightness / Color / Contrast / Sharpness: torchvision's _blend(x, degenerate, factor), factor 1 elsewhere
+            gray = (0.2989 * xf[:, 0:1] + 0.587 * xf[:, 1:2] + 0.114 * xf[:, 2:3]).to(torch.uint8)
+            mean = gray.float().mean(dim=(-3, -2, -1), keepdim=True)
+            blur = x.clone()
+            kernel = torch.ones(3, 1, 3, 3, dtype=torch.float32, device=x.device)
+            kernel[:, :, 1, 1] = 5.0
+            kernel /= 13.0
+            blur[..., 1:-1, 1:-1] = torch.nn.functional.conv2d(xf, kernel, groups=3).round().to(torch.uint8)
+            deg = torch.where(pick(_COLOR), gray.float(), torch.where(pick(_CONTRAST), mean,
+                              torch.where(pick(_SHARPNESS), blur.float(), torch.zeros_like(mean))))
+            ratio, rest = self._ra_ratio[c].view(B, 1, 1, 1), self._ra_rest[c].view(B, 1, 1, 1)
+            blended = (ratio * x + rest * deg).clamp(0, 255).to(torch.uint8)
+            out = torch.where(self._ra_is_blend[c].view(B, 1, 1, 1), blended, out)
+            # Posterize (bit mask), Solarize (threshold), AutoContrast, Equalize
+            out = torch.where(pick(_POSTERIZE), x & self._ra_postmask[c].view(B, 1, 1, 1), out)
+            out = torch.where(pick(_SOLARIZE), torch.where(x >= self._ra_threshold[c].view(B, 1, 1, 1), 255 - x, x), out)
+            lo = x.amin(dim=(-2, -1), keepdim=True).float()
+            hi = x.amax(dim=(-2, -1), keepdim=True).float()
+            scale = 255.0 / (hi - lo)
+            flat = ~torch.isfinite(scale)
+            lo, scale = lo.masked_fill(flat, 0.0), scale.masked_fill(flat, 1.0)  # (where() would copy a CPU scalar)
+            out = torch.where(pick(_AUTOCONTRAST), ((x - lo) * scale).clamp(0, 255).to(torch.uint8), out)
+            out = torch.where(pick(_EQUALIZE), TF2.equalize(x), out)
+            x = out
+        return x
+
     def forward(
         self,
         x: torch.Tensor,  # uint8 (B,3,P,P) (or float 0..255)
         params: dict | None = None,  # from `sample_params`; drawn from torch's global RNG when None
         generator: torch.Generator | None = None,  # used when `params` is None
+        batched: bool | None = None,  # override `self.batched` for this call
     ) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"TrainTransform expects a (B,3,H,W) batch, got shape {tuple(x.shape)}")
@@ -124,22 +252,21 @@ class TrainTransform(nn.Module):
             params = self.sample_params(x.shape[0], generator)
         x = _center_crop(x, self.crop)
         if self.mode == "paper":
-            dev = x.device
-            bits = torch.stack([params[k].cpu() for k in ("transpose", "hflip", "vflip")])
-            if dev.type == "cuda":  # one pinned, non-blocking copy: no stream synchronisation
-                bits = bits.pin_memory()
-            t, h, v = bits.to(dev, non_blocking=True).view(3, -1, 1, 1, 1)
+            t, h, v = self.params_to(params, x.device)["bits"].view(3, -1, 1, 1, 1)
             x = torch.where(t, x.transpose(-1, -2), x)
             x = torch.where(h, x.flip(-1), x)
             x = torch.where(v, x.flip(-2), x)
         if self.mode == "official":
             if x.dtype != torch.uint8:
                 x = x.round().clamp(0, 255).to(torch.uint8)
-            x = self._rand_augment(self._resize(x), params)
-            x = x.float()
-        else:
-            x = self._resize(x.float())
-        x = (x / 255.0 - self.mean) / self.std
+            batched = batched if batched is not None else self.batched if self.batched is not None else x.is_cuda
+            if batched:
+                x = self._rand_augment_batched(self._resize(x), self.params_to(params, x.device)["codes"])
+            else:
+                x = self._rand_augment(self._resize(x), params)
+            x = (x.float() / 255.0 - self.mean) / self.std
+        else:  # normalise the small crop, then resize: bilinear weights sum to 1, so the two commute (49x fewer pixels)
+            x = self._resize((x.float() / 255.0 - self.mean) / self.std)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -217,6 +344,142 @@ def param_groups(
         {"params": decay, "weight_decay": weight_decay, "name": "decay"},
         {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
     ]
+
+# %% ../nbs/03a_train_parts.ipynb
+class TrainStep:
+    """One optimiser step on a batch: augment on the device -> forward (autocast) -> loss -> backward -> AdamW step.
+    With `graph=True` on CUDA the step is captured once as a CUDA graph (after `warmup` ordinary steps) and then
+    replayed: one launch per step instead of ~2,000, so small batches are no longer bound by the host."""
+
+    def __init__(
+        self,
+        model: nn.Module,  # SenCLIP module (single process; DDP is not graphed)
+        opt: torch.optim.Optimizer,  # an optimiser with a `capturable` option (Adam/AdamW) when graphing
+        transform: TrainTransform,  # augmentation
+        amp: torch.dtype | None = None,  # autocast dtype (bf16), None = full precision; fp16 is not graphed
+        graph: bool = False,  # capture the step as a CUDA graph (CUDA only)
+        graph_transform: bool | None = None,  # augmentation inside the graph (None: unless RandAugment on > 512 images)
+        warmup: int = 3,  # ordinary steps before the capture (lazy initialisation, optimiser state)
+    ):
+        self.model, self.opt, self.transform, self.amp = model, opt, transform, amp
+        self.device = next(model.parameters()).device
+        self.graph, self.graph_transform = bool(graph), graph_transform
+        if self.graph:
+            if self.device.type != "cuda":
+                raise ValueError("TrainStep(graph=True) needs the model on a CUDA device; use graph=False on CPU")
+            if amp is torch.float16:
+                raise ValueError("CUDA-graphed steps support bf16 or fp32, not fp16 (its GradScaler syncs with the host)")
+            if "capturable" not in opt.defaults:
+                raise ValueError(f"{type(opt).__name__} cannot be captured in a CUDA graph; use AdamW or graph=False")
+            for g in opt.param_groups:
+                g["capturable"] = True  # optimiser state (step counts) lives on the device
+            model.pool.check_masks = False  # checked on the CPU copy in __call__ instead
+        self.warmup, self.calls, self.captures, self.capture_error = warmup, 0, 0, None
+        self._g = self._static = self._loss = self._lrs = None
+
+    def _model_step(self, x, ground, mask) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None,
+                            cache_enabled=not self.graph):
+            loss = self.model(x, ground, mask)["loss"]
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+    def _eager(self, image, ground, mask, params) -> torch.Tensor:
+        dev = self.device
+        x = self.transform(image.to(dev, non_blocking=True), params)
+        loss = self._model_step(x, ground.to(dev, non_blocking=True), mask.to(dev, non_blocking=True))
+        self.opt.zero_grad(set_to_none=True)
+        return loss
+
+    def _in_graph(self, st) -> torch.Tensor:
+        "What the graph holds: (augmentation +) model step on the static buffers."
+        x = self.transform(st["image"], st["params"]) if st["with_transform"] else st["x"]
+        return self._model_step(x, st["ground"], st["mask"])
+
+    def release(self):
+        "Drop the graph, its buffers and the gradients that live in its memory pool."
+        if self._g is not None:
+            self._g.reset()
+        self._g = self._static = self._loss = None
+        self.opt.zero_grad(set_to_none=True)
+
+    def __call__(
+        self,
+        image: torch.Tensor,  # uint8 (B,3,P,P) patches (pinned CPU memory for non-blocking copies)
+        ground: torch.Tensor,  # (B,4,D) ground-view embeddings
+        mask: torch.Tensor,  # (B,4) bool
+        params: dict,  # TrainTransform.sample_params for this batch
+    ) -> torch.Tensor:
+        "Run one step; returns the loss as a device tensor (valid until the next call)."
+        self.calls += 1
+        if not self.graph:
+            return self._eager(image, ground, mask, params)
+        from senclip.model import check_mask
+
+        check_mask(mask)
+        dev = self.device
+        dparams = self.transform.params_to(params, dev)
+        shapes = (image.shape, ground.shape, mask.shape, tuple(v.shape for v in dparams.values()))
+        if self._static is None:
+            inside = self.graph_transform
+            if inside is None:  # big RandAugment batches: the grouped version outside the graph does less work
+                inside = self.transform.mode != "official" or image.shape[0] <= 512
+            self._static = st = dict(shapes=shapes, with_transform=bool(inside),
+                                     ground=torch.empty(ground.shape, dtype=ground.dtype, device=dev),
+                                     mask=torch.empty(mask.shape, dtype=torch.bool, device=dev))
+            if inside:
+                st["image"] = torch.empty(image.shape, dtype=image.dtype, device=dev)
+                st["params"] = {k: torch.empty_like(v) for k, v in dparams.items()}
+        st = self._static
+        if shapes != st["shapes"]:  # another batch shape (e.g. a last, smaller batch): an ordinary step
+            return self._eager(image, ground, mask, params)
+        if st["with_transform"]:
+            st["image"].copy_(image, non_blocking=True)
+            for k, v in dparams.items():
+                st["params"][k].copy_(v)
+        else:  # grouped augmentation, planned on the host, written into the graph's input buffer
+            x = self.transform(image.to(dev, non_blocking=True), params, batched=False)
+            if "x" not in st:
+                st["x"] = torch.empty_like(x)
+            st["x"].copy_(x)
+        st["ground"].copy_(ground, non_blocking=True)
+        st["mask"].copy_(mask, non_blocking=True)
+        lrs = [None if torch.is_tensor(g["lr"]) else g["lr"] for g in self.opt.param_groups]  # tensor lr: in place
+        if self._g is not None and lrs != self._lrs:  # the captured step has the learning rate baked in
+            self._g.reset()
+            self._g = None
+        if self._g is None and self.calls > self.warmup:
+            self.opt.zero_grad(set_to_none=True)  # gradients are allocated inside the graph's memory pool
+            torch.cuda.synchronize(dev)
+            g = torch.cuda.CUDAGraph()
+            try:
+                # thread_local: the DataLoader's pin-memory thread may call the CUDA API while this thread captures
+                with torch.cuda.graph(g, capture_error_mode="thread_local"):
+                    self._loss = self._in_graph(st)
+            except Exception as e:  # never lose a run to a capture problem: ordinary steps from here on
+                import warnings
+
+                self.capture_error = f"{type(e).__name__}: {e}"
+                warnings.warn(f"CUDA graph capture failed ({self.capture_error}); continuing with ordinary steps")
+                self.graph, self._g, self._static = False, None, None
+                self.model.pool.check_masks = True
+                self.opt.zero_grad(set_to_none=True)
+                torch.cuda.synchronize(dev)
+                return self._eager(image, ground, mask, params)
+            self._g, self._lrs = g, lrs
+            self.captures += 1
+        if self._g is None:  # warm-up: ordinary steps on a side stream (what capture expects to have happened)
+            s = torch.cuda.Stream(dev)
+            s.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(s):
+                loss = self._in_graph(st)
+                self.opt.zero_grad(set_to_none=True)
+            torch.cuda.current_stream(dev).wait_stream(s)
+            return loss
+        self._g.replay()  # gradients are overwritten (not accumulated) by each replay
+        return self._loss
+
 
 # %% ../nbs/03a_train_parts.ipynb
 def rng_state(device: torch.device | str | None = None) -> dict:
