@@ -21,9 +21,10 @@ import torch.nn as nn
 from fastcore.script import Param, call_parse, store_true
 from torch.utils.data import DataLoader, Dataset
 
+from .model import linear_patch_embed
 from .core import Preset, atomic_write_json, get_device, get_preset, run_metadata, sample_dir, seed_everything
 from senclip.train_parts import (
-    GlobalBatchSampler, TrainTransform, load_checkpoint, param_groups, rng_state, save_checkpoint, set_rng_state,
+    GlobalBatchSampler, TrainStep, TrainTransform, load_checkpoint, param_groups, rng_state, save_checkpoint, set_rng_state,
 )
 
 # %% auto 0
@@ -279,6 +280,7 @@ def train(
     resume: bool | str | Path = False,  # True: continue from out_dir/checkpoints/last.pt if present; or a path
     device: str = "auto",  # auto | cpu | cuda (under torchrun each rank takes cuda:LOCAL_RANK)
     compile: bool = False,  # torch.compile the image tower
+    cuda_graph: bool | str = "auto",  # capture each step as a CUDA graph (auto: on one GPU without grad_accum/fp16)
     channels_last: bool | str = "auto",  # auto = for ResNet towers (convolutions), not for ViTs
     val_every: int = 1,  # zero-shot validation on the EuroSAT sample every N epochs (0 = off)
     ckpt_every: int = 200,  # checkpoint every N optimiser steps (also at the end, on SIGTERM, at ends of long epochs)
@@ -363,8 +365,19 @@ def train(
             print(f"resumed from {ck_path} at step {step} (epoch {epoch}, batch {batch_in_epoch})", flush=True)
     else:
         _fill_queue(model, data, p, rank, world, dev)
+    if dev.type == "cuda":  # ViT patch convolution as patchify + matmul (same weights; cuDNN's backward for it is slow)
+        linear_patch_embed(model.visual)
     if compile:
-        model.visual.compile()
+        model.visual.compile(dynamic=False)
+    why_not = [why for bad, why in ((dev.type != "cuda", "not on CUDA"), (world > 1, "DDP"),
+                                    (p.grad_accum > 1, "grad_accum > 1"), (amp is torch.float16, "fp16"))
+               if bad]
+    use_graph = cuda_graph in (True, "auto") and not why_not
+    if cuda_graph is True and why_not and main:
+        print(f"note: cuda_graph requested but not used ({', '.join(why_not)}); ordinary steps", flush=True)
+    for g in opt.param_groups:  # a checkpoint from a graphed run may carry capturable=True (device-only)
+        g["capturable"] = use_graph
+    stepper = TrainStep(model, opt, transform, amp, graph=True) if use_graph else None
     net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None) if world > 1 else model
     validate = None
     if val_every and main:
@@ -379,7 +392,7 @@ def train(
         if caveat:
             print(f"note: {caveat}", flush=True)
         atomic_write_json(out / "run.json", run_metadata(preset=p.to_dict(), world_size=world, device=str(dev),
-                                                          compile=compile, channels_last=cl, resumed_from=str(ck_path or ""),
+                                                          compile=compile, cuda_graph=use_graph, channels_last=cl, resumed_from=str(ck_path or ""),
                                                           caveat=caveat))
 
     def checkpoint():
@@ -404,26 +417,30 @@ def train(
             for batch in loader:
                 prm = transform.sample_params(p.batch_size, aug_gen)
                 prm = {k: v[rank * per : (rank + 1) * per] for k, v in prm.items()}
-                images = transform(batch["image"].to(dev, non_blocking=True), prm)
-                ground = batch["ground"].to(dev, non_blocking=True)
-                mask = batch["mask"].to(dev, non_blocking=True)
                 micro += 1
                 sync = micro == p.grad_accum
-                ctx = net.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
-                with ctx:
-                    with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        res = net(images, ground, mask)
-                    scaler.scale(res["loss"] / p.grad_accum).backward()
-                loss_sum += res["loss"].detach()
+                if stepper is not None:  # the whole step (augment, forward, backward, AdamW) as one CUDA graph
+                    loss_sum += stepper(batch["image"], batch["ground"], batch["mask"], prm)
+                else:
+                    images = transform(batch["image"].to(dev, non_blocking=True), prm)
+                    ground = batch["ground"].to(dev, non_blocking=True)
+                    mask = batch["mask"].to(dev, non_blocking=True)
+                    ctx = net.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
+                    with ctx:
+                        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+                            res = net(images, ground, mask)
+                        scaler.scale(res["loss"] / p.grad_accum).backward()
+                    loss_sum += res["loss"].detach()
                 n_micro += 1
                 skipped += int(batch["skipped"].sum())
                 batch_in_epoch += 1
                 if not sync:
                     continue
                 micro = 0
-                scaler.step(opt)
-                scaler.update()
-                opt.zero_grad(set_to_none=True)
+                if stepper is None:
+                    scaler.step(opt)
+                    scaler.update()
+                    opt.zero_grad(set_to_none=True)
                 step += 1
                 imgs += p.batch_size * p.grad_accum
                 bar.update(1)
@@ -532,6 +549,7 @@ def senclip_train(
     resume: Param("continue from OUT/checkpoints/last.pt (no value) or from a given checkpoint", str, nargs="?", const="last") = None,
     device: str = "auto",  # auto | cpu | cuda
     compile: store_true = False,  # torch.compile the image tower
+    cuda_graph: str = "auto",  # auto | yes | no: capture each step as a CUDA graph (one GPU)
     channels_last: str = "auto",  # auto | yes | no
     val_every: int = 1,  # zero-shot EuroSAT-sample validation every N epochs (0 = off)
     ckpt_every: int = 200,  # checkpoint every N optimiser steps
@@ -548,9 +566,11 @@ def senclip_train(
     cl = {"auto": "auto", "yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
     if str(channels_last).lower() not in cl:
         raise SystemExit(f"--channels_last must be auto, yes or no; got {channels_last!r}")
+    if str(cuda_graph).lower() not in cl:
+        raise SystemExit(f"--cuda_graph must be auto, yes or no; got {cuda_graph!r}")
     res = train(
         preset, manifest, store, out, overrides=parse_overrides(set), resume=resume or False, device=device,
-        compile=compile, channels_last=cl[str(channels_last).lower()], val_every=val_every, ckpt_every=ckpt_every,
+        compile=compile, cuda_graph=cl[str(cuda_graph).lower()], channels_last=cl[str(channels_last).lower()], val_every=val_every, ckpt_every=ckpt_every,
         max_steps=max_steps, log_every=log_every, deterministic=deterministic, on_bad=on_bad, split=split,
         tensorboard=not no_tensorboard, export=not no_export, progress=not quiet,
     )

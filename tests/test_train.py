@@ -136,6 +136,22 @@ def test_batch_larger_than_data_is_a_clear_error(pairs, tmp_path):
               export=False, progress=False, device="cpu")
 
 
+def test_cuda_graph_request_without_a_gpu_says_so_and_trains_ordinary_steps(pairs, tmp_path):
+    "--cuda_graph yes on a CPU: a note, ordinary steps, run.json records that no graph was used; a bad value is refused."
+    import json
+
+    few = handful(pairs, tmp_path, n=8)
+    out = tmp_path / "run"
+    r = run_cli(["--preset", "tiny", "--manifest", str(few), "--store", str(pairs["store"]), "--out", str(out),
+                 "--device", "cpu", "--cuda_graph", "yes", "--max_steps", "2", "--set", "batch_size=4",
+                 "--val_every", "0", "--no_tensorboard", "--no_export", "--quiet"], timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "cuda_graph requested but not used (not on CUDA)" in r.stdout
+    assert json.loads((out / "run.json").read_text())["params"]["cuda_graph"] is False
+    bad = run_cli(["--cuda_graph", "maybe", "--out", str(tmp_path / "bad")], timeout=120)
+    assert bad.returncode != 0 and "--cuda_graph must be auto, yes or no" in bad.stderr
+
+
 # ---------------------------------------------------------------- kill and resume (real processes, real signals)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_run_resumes_to_the_same_weights(pairs, tmp_path, sig):
@@ -249,5 +265,5 @@ def test_cli_help_lists_the_options():
     r = run_cli(["--help"], timeout=120)
     assert r.returncode == 0, r.stderr
     for flag in ("--preset", "--set", "--manifest", "--store", "--out", "--resume", "--device", "--compile",
-                 "--val_every", "--ckpt_every", "--max_steps", "--on_bad", "--deterministic"):
+                 "--cuda_graph", "--val_every", "--ckpt_every", "--max_steps", "--on_bad", "--deterministic"):
         assert flag in r.stdout, flag
