@@ -233,8 +233,12 @@ def read_checkpoint(
     if zipfile.is_zipfile(path) and _is_torch_zip(path):
         with zipfile.ZipFile(path) as z:
             is_jit = any(n.endswith("constants.pkl") for n in z.namelist())
-        if is_jit:
-            sd = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        if is_jit:  # OpenAI's original release: only torch.jit can read it (deprecated in torch, not actionable here)
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=FutureWarning)
+                sd = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
             return sd, {"format": "torchscript"}
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
@@ -488,6 +492,7 @@ def load(
             config = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         model, arch, meta = load_clip(arch or config.get("arch"), path, hint=_config_arch(config))
         meta = {**config, **meta}
+        random_weights = meta.get("random_weights") in (True, "true")  # exported from a random-weights model
     else:
         register_model_configs()
         if key in open_clip.list_models():
@@ -521,7 +526,8 @@ def _clip_of(model: nn.Module) -> tuple[nn.Module, dict]:
                     mean=tuple(getattr(model, "mean", SENCLIP_MEAN)), std=tuple(getattr(model, "std", SENCLIP_STD)))
         return model.to_clip(), info
     if isinstance(model, ZeroShotModel):
-        return model.model, dict(arch=model.arch, name=model.name, mean=model.mean, std=model.std)
+        return model.model, dict(arch=model.arch, name=model.name, mean=model.mean, std=model.std,
+                                 random_weights=model.random_weights)
     return model, dict(getattr(model, "senclip_info", {}))
 
 
@@ -565,6 +571,8 @@ def export_safetensors(
                   mean=list(info.get("mean", SENCLIP_MEAN)), std=list(info.get("std", SENCLIP_STD)),
                   image_size=_image_size(clip), embed_dim=int(getattr(clip.visual, "output_dim", 0) or 0),
                   pretrained=info.get("pretrained", info.get("source", "")), **extra)
+    if info.get("random_weights"):  # an untrained model stays labelled as one after a round trip
+        config["random_weights"] = True
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(f".{weights.name}.tmp")
     save_file(sd, str(tmp), metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in config.items()})

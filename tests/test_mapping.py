@@ -171,7 +171,9 @@ def test_demo_map_with_checkpoint_file(tmp_path, model):
     assert out["figure"].stat().st_size > 10_000
     meta = json.loads(Path(out["meta"]).read_text())
     assert meta["grid"] == [8, 8] and meta["valid_tiles"] == 64
-    # loaded from a file, the tiny model's weights are demo weights at best: the outputs say so
-    assert meta["caveat"] == "demo weights (minutes of CPU training) — not a result"
+    # the file was exported from a random-weights model and says so; the map's outputs carry the untrained caveat
+    from senclip.eval import UNTRAINED
+
+    assert model.random_weights and meta["caveat"] == UNTRAINED
     with rasterio.open(out["classes"]) as m:
         assert m.read(1).max() < 10
