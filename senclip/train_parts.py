@@ -104,7 +104,7 @@ class TrainTransform(nn.Module):
         channels_last: bool = False,  # return a channels-last tensor (faster convolutions, e.g. RN50)
         num_ops: int = 3,  # RandAugment operations per image (official mode)
         magnitude: int = 5,  # RandAugment magnitude bin (0..30)
-        batched: bool | None = None,  # RandAugment as fixed-shape whole-batch ops (None: on CUDA; see below)
+        batched: bool | None = None,  # RandAugment as fixed-shape whole-batch ops (None: on CUDA up to 512 images)
     ):
         super().__init__()
         self.mode = mode or preset.augment
@@ -259,7 +259,8 @@ class TrainTransform(nn.Module):
         if self.mode == "official":
             if x.dtype != torch.uint8:
                 x = x.round().clamp(0, 255).to(torch.uint8)
-            batched = batched if batched is not None else self.batched if self.batched is not None else x.is_cuda
+            if batched is None:  # measured on an H100: batched wins at 32 images (fewer launches), grouped at 2,048
+                batched = self.batched if self.batched is not None else (x.is_cuda and x.shape[0] <= 512)
             if batched:
                 x = self._rand_augment_batched(self._resize(x), self.params_to(params, x.device)["codes"])
             else:
@@ -394,7 +395,7 @@ class TrainStep:
 
     def _in_graph(self, st) -> torch.Tensor:
         "What the graph holds: (augmentation +) model step on the static buffers."
-        x = self.transform(st["image"], st["params"]) if st["with_transform"] else st["x"]
+        x = self.transform(st["image"], st["params"], batched=True) if st["with_transform"] else st["x"]
         return self._model_step(x, st["ground"], st["mask"])
 
     def release(self):
