@@ -49,7 +49,7 @@ _FAMILY = {"Identity": _IDENTITY, "ShearX": _GEOMETRY, "ShearY": _GEOMETRY, "Tra
 
 def _ra_tables(ops: list[tuple[str, float, bool]], size: int) -> dict[str, torch.Tensor]:
     """Per (operation, sign) code `2 * op + negative`: family, inverse affine matrix, blend factor, posterize mask and
-    solarize threshold, with values that leave an image unchanged where an entry does not apply. The affine matrices
+    solarize threshold and sampling grid, with values that leave an image unchanged where an entry does not apply. The affine matrices
     are the ones torchvision's own `_apply_op` computes (recorded from its tensor kernels, not re-derived)."""
     from unittest import mock
 
@@ -90,7 +90,7 @@ def _ra_tables(ops: list[tuple[str, float, bool]], size: int) -> dict[str, torch
     from torchvision.transforms._functional_tensor import _gen_affine_grid
 
     grid = torch.cat([_gen_affine_grid(t.unsqueeze(0), w=size, h=size, ow=size, oh=size) for t in theta])
-    return dict(family=family, theta=theta, ratio=ratio, rest=rest, is_blend=is_blend, postmask=postmask,
+    return dict(family=family, ratio=ratio, rest=rest, is_blend=is_blend, postmask=postmask,
                 threshold=threshold, grid=grid)
 
 
