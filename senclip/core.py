@@ -18,16 +18,16 @@ import time
 from dataclasses import dataclass, field, fields, asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 # %% auto 0
 __all__ = ['SENCLIP_MEAN', 'SENCLIP_STD', 'CLIP_MEAN', 'CLIP_STD', 'PRESETS', 'Preset', 'check_fields', 'get_preset', 'cache_dir',
-           'package_dir', 'repo_root', 'sample_dir', 'seed_everything', 'get_device', 'atomic_path', 'atomic_write',
-           'atomic_write_json', 'atomic_torch_save', 'OfflineError', 'ChecksumError', 'is_offline', 'sha256sum',
-           'download_url', 'git_commit', 'run_metadata', 'machine_name', 'bench_record', 'register_model_configs',
-           'create_model']
+           'package_dir', 'repo_root', 'sample_dir', 'seed_everything', 'get_device', 'UserError', 'cli_errors',
+           'atomic_path', 'atomic_write', 'atomic_write_json', 'atomic_torch_save', 'ensure_writable', 'OfflineError',
+           'ChecksumError', 'is_offline', 'sha256sum', 'download_url', 'git_commit', 'run_metadata', 'machine_name',
+           'bench_record', 'register_model_configs', 'create_model']
 
 # %% ../nbs/00_core.ipynb
 SENCLIP_MEAN = (0.347, 0.376, 0.296)  # SenCLIP normalisation (official code), RGB
@@ -239,15 +239,86 @@ def get_device(prefer: str = "auto"):
     return dev
 
 # %% ../nbs/00_core.ipynb
+class UserError(Exception):
+    "A problem with the user's input or environment; its message names the file, the field and the fix."
+
+
+def _one_line(e: BaseException) -> str:
+    "The message of `e` on one line, with its type where the message alone would be unclear."
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    msg = " ".join(str(msg).split()) or type(e).__name__
+    if isinstance(e, (UserError, SystemExit)) or type(e).__name__ in msg:
+        return msg
+    return f"{msg} ({type(e).__name__})" if isinstance(e, (KeyError, ValueError, OSError, RuntimeError)) else f"{type(e).__name__}: {msg}"
+
+
+def cli_errors(func: Callable) -> Callable:
+    "Wrap a console command (under `@call_parse`): errors become one line on stderr and exit code 1; with `debug=True` (`--debug`) or `SENCLIP_DEBUG=1` the traceback is shown."
+    import functools
+    import sys
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        debug = kwargs.get("debug") or os.environ.get("SENCLIP_DEBUG", "") not in ("", "0")
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            print(f"{func.__name__}: interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+        except SystemExit as e:
+            if debug or e.code is None or isinstance(e.code, int):
+                raise
+            msg = str(e.code)
+            msg = msg if msg.startswith(func.__name__) else f"{func.__name__}: error: {msg}"
+            print(msg, file=sys.stderr)
+            raise SystemExit(1) from None
+        except Exception as e:
+            if debug:
+                raise
+            print(f"{func.__name__}: error: {_one_line(e)}  (--debug shows the traceback)", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return wrapper
+
+# %% ../nbs/00_core.ipynb
+def _umask() -> int:
+    "The process umask (read without changing it for longer than one call)."
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _check_written(tmp: Path, path: Path, check: Callable[[Path], Any] | None, allow_empty: bool):
+    "Refuse to publish a file that was not written: missing, empty, or failing the writer's own `check`."
+    if not tmp.exists():
+        raise OSError(f"{path}: the writer produced no file; nothing was replaced (is the disk full?)")
+    if not allow_empty and tmp.stat().st_size == 0:
+        raise OSError(f"{path}: the writer produced an empty file; the previous file (if any) was kept "
+                      "(is the disk full or the folder read-only?)")
+    if check is not None:
+        try:
+            check(tmp)
+        except Exception as e:
+            raise OSError(f"{path}: the written file does not read back ({e}); the previous file (if any) was kept "
+                          "(is the disk full?)") from e
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    "A temporary path beside `path` (same suffix, so writers such as rasterio pick the format); it replaces `path` on success and is removed on error."
+def atomic_path(
+    path: str | Path,  # the file to publish
+    check: Callable[[Path], Any] | None = None,  # reads the temporary file back; raising keeps the old file
+    allow_empty: bool = False,  # accept a 0-byte result
+) -> Iterator[Path]:
+    "A temporary path beside `path` (same suffix, so writers such as rasterio pick the format); after the writer is done it is checked (present, not empty, `check` passes), given the umask's mode and moved onto `path`. On any error it is removed and `path` is untouched."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
     os.close(fd)
+    tmp = Path(tmp)
     try:
-        yield Path(tmp)
+        yield tmp
+        _check_written(tmp, path, check, allow_empty)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; published files get the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -256,9 +327,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb", **kwargs) -> Iterator[Any]:
+def atomic_write(path: str | Path, mode: str = "wb", allow_empty: bool = False, **kwargs) -> Iterator[Any]:
     "Open a temporary file beside `path`; on success it replaces `path` atomically, on error it is removed."
-    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+    with atomic_path(path, allow_empty=allow_empty) as tmp, open(tmp, mode, **kwargs) as f:
         yield f
         f.flush()
         os.fsync(f.fileno())
@@ -278,6 +349,20 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
     return Path(path)
+
+
+def ensure_writable(folder: str | Path) -> Path:
+    "Create `folder` if needed and check a file can be written there, before long work starts."
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".senclip-write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot write output here ({e.strerror or e}); "
+                        "choose another --out folder or fix its permissions") from e
+    return folder
 
 # %% ../nbs/00_core.ipynb
 class OfflineError(RuntimeError):
