@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.senclip-installed
-export HF_HUB_OFFLINE ?= 1
-export MPLBACKEND ?= Agg
-export PYTHONWARNINGS ?= ignore::DeprecationWarning
+# Tests and the demo run offline with a non-interactive matplotlib; `make lab` keeps the user's own settings
+# (figures must show in the kernels, and a machine with internet must stay online).
+OFFLINE := HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONWARNINGS=ignore::DeprecationWarning
 
 .PHONY: help install demo test test-nbs test-py test-slow bench lab export clean-nbs sample-data clean
 
@@ -26,21 +26,26 @@ $(STAMP): settings.ini setup.py | $(BIN)/python
 install: $(STAMP)  ## create .venv and install senclip with its dev tools
 
 demo: $(STAMP)  ## the main job on the bundled sample; outputs under runs/demo/
-	$(BIN)/senclip_demo --out runs/demo
+	$(OFFLINE) $(BIN)/senclip_demo --out runs/demo
 
-test: $(STAMP)  ## nbdev_test over the notebooks + pytest tests/ (offline)
+test: $(STAMP)  ## the fast loop: nbdev_test over the notebooks + pytest tests/ without the slow marker (offline)
 	$(BIN)/nbdev_export
-	$(BIN)/nbdev_test --n_workers 2 --timing
-	$(BIN)/python -m pytest -q tests
+	$(OFFLINE) $(BIN)/nbdev_test --n_workers 2 --timing
+	$(OFFLINE) $(BIN)/python -m pytest -q -m "not slow" --durations=8 tests
 
-test-slow: $(STAMP)  ## also the #| slow notebook cells
-	$(BIN)/nbdev_test --n_workers 2 --flags slow
+test-slow: $(STAMP)  ## the slow checks: #| slow notebook cells + pytest's slow marker (CI runs both loops)
+	$(OFFLINE) $(BIN)/nbdev_test --n_workers 2 --flags slow
+	$(OFFLINE) $(BIN)/python -m pytest -q -m slow --durations=8 tests; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 bench: $(STAMP)  ## every benchmark script; appends to runs/bench/results.json
-	$(BIN)/python tests/bench/run_all.py $(BENCH_ARGS)
+	$(OFFLINE) $(BIN)/python tests/bench/run_all.py $(BENCH_ARGS)
 
-lab: $(STAMP)  ## JupyterLab on the repository
-	$(BIN)/python -m pip install -q jupyterlab
+LAB_STAMP := $(VENV)/.senclip-lab-installed
+$(LAB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev,lab]"
+	touch $(LAB_STAMP)
+
+lab: $(LAB_STAMP)  ## JupyterLab on the repository (installs the `lab` extra: jupyterlab, ipywidgets)
 	$(BIN)/jupyter lab --notebook-dir=.
 
 export: $(STAMP)  ## notebooks -> senclip/, and clean notebooks

@@ -10,6 +10,7 @@ cfg = cfg["DEFAULT"]
 
 requirements = cfg.get("requirements", "").split()
 dev_requirements = cfg.get("dev_requirements", "").split()
+lab_requirements = cfg.get("lab_requirements", "").split()
 console_scripts = [s.strip() for s in cfg.get("console_scripts", "").split() if s.strip()]
 licenses = {"apache2": ("Apache Software License 2.0", "OSI Approved :: Apache Software License")}
 lic = licenses[cfg["license"]]
@@ -40,7 +41,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={"senclip": ["prompts/*.json", "model_configs/*.json", "presets/*.json"]},
     install_requires=requirements,
-    extras_require={"dev": dev_requirements},
+    extras_require={"dev": dev_requirements, "lab": lab_requirements},
     entry_points={"console_scripts": console_scripts, "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False,
 )

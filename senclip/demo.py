@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fastcore.script import call_parse
 
-from .core import atomic_write, atomic_write_json, repo_root, run_metadata
+from .core import atomic_write, atomic_write_json, cli_errors, ensure_writable, repo_root, run_metadata
 
 # %% auto 0
 __all__ = ['UNTRAINED_NOTE', 'demo_pairs', 'demo_train', 'demo_eval', 'demo_map_step', 'run_demo', 'write_summary',
@@ -128,15 +128,18 @@ def write_summary(out: Path, res: dict):
 
 # %% ../nbs/06_demo.ipynb
 @call_parse
+@cli_errors
 def senclip_demo(
     out: str = "runs/demo",  # output folder
     force: bool = False,  # redo every step even when its outputs exist
     max_steps: int = None,  # cap the training steps (default: the demo preset's epochs)
     no_eval: bool = False,  # stop after training (skip the papermill evaluation)
+    debug: bool = False,  # show the traceback on errors
 ):
     "The main job on the bundled sample: pairs -> training -> zero-shot evaluation -> land-use map, offline, on a CPU."
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    ensure_writable(out)
     t = time.time()
     res = run_demo(out, force=force, max_steps=max_steps, eval=not no_eval)
     print((Path(res["out"]) / "SUMMARY.md").read_text())
