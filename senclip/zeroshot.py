@@ -5,6 +5,7 @@
 # %% ../nbs/04b_zeroshot.ipynb 3
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,8 +20,9 @@ import torch.nn.functional as F
 from .core import cache_dir, atomic_write_json, get_device, CLIP_MEAN, CLIP_STD
 
 # %% auto 0
-__all__ = ['SCORING_RULES', 'load_model', 'model_fingerprint', 'preprocess_batch', 'PILResize', 'ImageEmbeddings',
-           'embedding_key', 'embed_images', 'encode_texts', 'one_hot', 'PromptBank', 'zeroshot_scores']
+__all__ = ['RESIZE_MODES', 'FAITHFUL_RESIZE', 'SCORING_RULES', 'load_model', 'model_fingerprint', 'pil_bicubic_matrix',
+           'resize_like_pil', 'preprocess_batch', 'PILResize', 'ImageEmbeddings', 'embedding_key', 'embed_images',
+           'encode_texts', 'one_hot', 'PromptBank', 'zeroshot_scores']
 
 # %% ../nbs/04b_zeroshot.ipynb
 def load_model(
@@ -51,20 +53,85 @@ def model_fingerprint(model, text: bool = False) -> str:
     return h.hexdigest()[:16]
 
 # %% ../nbs/04b_zeroshot.ipynb
+_PIL_PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit images (32 - 8 - 2)
+
+
+def _pil_bicubic(x: float) -> float:
+    "Pillow's bicubic kernel (a = -0.5)."
+    a, x = -0.5, abs(x)
+    if x < 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    if x < 2.0:
+        return (((x - 5) * x + 8) * x - 4) * a
+    return 0.0
+
+
+@functools.lru_cache(maxsize=64)
+def pil_bicubic_matrix(
+    n_in: int,  # input length (pixels)
+    n_out: int,  # output length
+) -> np.ndarray:
+    "(n_out, n_in) float64 matrix of Pillow's fixed-point bicubic weights (integers, scaled by 2**22) for one axis."
+    scale = n_in / n_out
+    fscale = max(scale, 1.0)
+    support = 2.0 * fscale
+    W = np.zeros((n_out, n_in), np.float64)
+    for xx in range(n_out):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), n_in)
+        k = np.array([_pil_bicubic((x + xmin - center + 0.5) / fscale) for x in range(xmax - xmin)])
+        if k.sum() != 0.0:
+            k = k / k.sum()
+        k = k * (1 << _PIL_PRECISION_BITS)
+        W[xx, xmin:xmax] = np.where(k < 0, np.trunc(k - 0.5), np.trunc(k + 0.5))
+    return W
+
+# %% ../nbs/04b_zeroshot.ipynb
+def _pil_pass(x: torch.Tensor, W: np.ndarray) -> torch.Tensor:
+    "One axis (the last) of Pillow's resample: integer sums, +0.5 rounding, >> 22, clipped to 0..255."
+    s = torch.matmul(x, torch.from_numpy(W).to(x.device).T) + float(1 << (_PIL_PRECISION_BITS - 1))
+    return torch.floor(s / float(1 << _PIL_PRECISION_BITS)).clamp_(0, 255)
+
+
+def resize_like_pil(
+    images: torch.Tensor,  # uint8 (..., 3, h, w) on any device
+    size: int,  # output size (square)
+) -> torch.Tensor:
+    "Batched resize equal to `PIL.Image.resize((size, size), BICUBIC)` of each image, as float in 0..1."
+    h, w = images.shape[-2:]
+    x = images.to(torch.float64)  # integer sums up to ~2**31: exact in float64
+    if w != size:  # Pillow resizes horizontally first, into a uint8 image
+        x = _pil_pass(x, pil_bicubic_matrix(w, size))
+    if h != size:
+        x = _pil_pass(x.transpose(-1, -2), pil_bicubic_matrix(h, size)).transpose(-1, -2)
+    return (x / 255.0).float()
+
+# %% ../nbs/04b_zeroshot.ipynb
 def preprocess_batch(
     images: torch.Tensor,  # uint8 (B,3,h,w), or float already resized (B,3,H,W) in 0..1
     size: int,  # model input size
     mean: Sequence[float],
     std: Sequence[float],
     dtype: torch.dtype = torch.float32,
+    resize: str = "torch",  # torch (F.interpolate bicubic) | pil-device (bit-identical to PIL's bicubic; uint8 input)
 ) -> torch.Tensor:
     "uint8 tiles -> resized (bicubic), normalised float batch on the tiles' device."
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    if resize not in ("torch", "pil-device"):
+        raise ValueError(f"preprocess_batch resizes with 'torch' or 'pil-device', got {resize!r}")
+    if resize == "pil-device" and images.dtype == torch.uint8 and images.shape[-2:] != (size, size):
+        x = resize_like_pil(images, size)
+    else:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=x.shape[-1] > size).clamp_(0, 1)
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     return ((x - m) / s).to(dtype)
+
+
+RESIZE_MODES = ("pil", "pil-device", "torch")
+FAITHFUL_RESIZE = ("pil", "pil-device")  # the modes that give the authors' pixels (pil-device: checked equal to PIL)
 
 
 class PILResize:
@@ -127,7 +194,7 @@ def embed_images(
     num_workers: int = 0,
     device: str | None = None,  # default: the best available
     precision: str = "fp32",  # fp32 | bf16 | fp16 (autocast on the image tower)
-    resize: str = "torch",  # torch (batched on the device) | pil (per image in the loader, as the official code)
+    resize: str = "pil",  # pil (per image in the loader, as the authors) | pil-device (same pixels, batched) | torch
     cache: str | Path | None | bool = None,  # cache root (default ~/.cache/senclip/embeddings); False disables it
     chunk: int = 4096,  # images per shard (resume granularity)
     progress: bool = True,
@@ -137,6 +204,8 @@ def embed_images(
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
     device = str(device or get_device())
     size, mean, std = model.image_size, model.mean, model.std
     key, parts = embedding_key(model, dataset, size, resize, precision, mean, std)
@@ -179,7 +248,8 @@ def embed_images(
                 bok = b["ok"]
                 ok[pos:pos + len(bok)] = bok
                 if b["image"] is not None:
-                    x = preprocess_batch(b["image"].to(device, non_blocking=True), size, mean, std)
+                    x = preprocess_batch(b["image"].to(device, non_blocking=True), size, mean, std,
+                                         resize="torch" if resize == "pil" else resize)
                     with torch.autocast(device.split(":")[0], dtype=dt, enabled=dt is not None):
                         e = F.normalize(model.encode_image(x).float(), dim=-1).cpu()
                     lab = torch.as_tensor(b["label"])
