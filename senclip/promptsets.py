@@ -12,12 +12,17 @@ from typing import Sequence
 
 import numpy as np
 
-from .core import package_dir
+import hashlib
+import os
+
+from .core import package_dir, cache_dir, download_url, sha256sum, UserError, OfflineError
 from .benchmarks import EUROSAT_CLASSES, EUROSAT_CLASSNAMES, BEN19_CLASSES, LUCAS_LC1_CLASSES
 
 # %% auto 0
-__all__ = ['GENERIC_TEMPLATE', 'PROMPT_DIR', 'DATASET_CLASSNAMES', 'DATASET_ALIASES', 'PromptError', 'validate_prompts',
-           'load_prompt_file', 'available_prompt_sets', 'get_prompts', 'flatten_prompts']
+__all__ = ['GENERIC_TEMPLATE', 'PROMPT_DIR', 'DATASET_CLASSNAMES', 'DATASET_ALIASES', 'AUTHORS_PROMPTS_COMMIT',
+           'AUTHORS_PROMPTS_URL', 'AUTHORS_PROMPT_FILES', 'PromptError', 'validate_prompts', 'load_prompt_file',
+           'available_prompt_sets', 'get_prompts', 'flatten_prompts', 'content_digest', 'authors_prompt_file',
+           'prompt_source']
 
 # %% ../nbs/04a_prompts.ipynb
 GENERIC_TEMPLATE = "a centered satellite photo of {}."
@@ -34,8 +39,8 @@ def _norm(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", s.lower())
 
 
-class PromptError(ValueError):
-    "A prompt file that does not fit the dataset (missing or unknown class, empty list, wrong type)."
+class PromptError(UserError, ValueError):
+    "A prompt file that does not fit the dataset (missing or unknown class, empty list, wrong type); the message names the file and the fix."
 
 
 def validate_prompts(
@@ -70,7 +75,7 @@ def validate_prompts(
     if unknown or missing:
         raise PromptError(
             f"{source}: classes don't match the dataset's. Missing: {missing}. Unknown keys: {unknown}. "
-            f"Expected keys: {list(classnames)}")
+            f"Fix: give the file exactly these keys (case and punctuation are ignored): {list(classnames)}")
     return {c: out[c] for c in classnames}
 
 
@@ -84,9 +89,10 @@ def load_prompt_file(
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"prompt file {path} does not exist") from None
+        raise PromptError(f"prompt file {path} does not exist; give the path of a JSON file (class name -> list of "
+                          "sentences) or a style name: generic, aerial, ground, authors-aerial, authors-ground") from None
     except json.JSONDecodeError as e:
-        raise PromptError(f"{path}: not valid JSON ({e})") from e
+        raise PromptError(f"{path}: not valid JSON ({e}); fix the file (a JSON object: class name -> list of sentences)") from e
     return validate_prompts(data, classnames, str(path), aliases)
 
 
@@ -97,7 +103,7 @@ def available_prompt_sets() -> list[str]:
 
 def get_prompts(
     dataset: str,  # eurosat | bigearthnet19 | lucas-lc1
-    style: str,  # generic | aerial | ground | a path to a JSON file in the authors' format
+    style: str,  # generic | aerial | ground | authors-aerial | authors-ground | a path to a JSON file in the authors' format
     length: str = "mixed",  # short | long | mixed (both)
     classnames: Sequence[str] | None = None,  # default: DATASET_CLASSNAMES[dataset]
     template: str = GENERIC_TEMPLATE,  # the generic template
@@ -109,6 +115,8 @@ def get_prompts(
     aliases = DATASET_ALIASES.get(base)
     if style == "generic":
         return {c: [template.format(c)] for c in classnames}
+    if style.startswith("authors-"):
+        return load_prompt_file(authors_prompt_file(base, style), classnames, aliases)
     if style.endswith(".json") or "/" in style:
         return load_prompt_file(style, classnames, aliases)
     lengths = ("short", "long") if length == "mixed" else (length,)
@@ -129,3 +137,82 @@ def flatten_prompts(prompts: dict[str, list[str]], classnames: Sequence[str]) ->
         texts += prompts[c]
         cls += [i] * len(prompts[c])
     return texts, np.asarray(cls, dtype=np.int64)
+
+# %% ../nbs/04a_prompts.ipynb
+AUTHORS_PROMPTS_COMMIT = "4b9b4c2d1d3746cac8b8936e6a709f925661506b"  # github.com/pallavijain-pj/SenCLIP, checked 2026-12-02
+AUTHORS_PROMPTS_URL = "https://raw.githubusercontent.com/pallavijain-pj/SenCLIP/{commit}/src/prompts/{file}"
+AUTHORS_PROMPT_FILES = {  # (dataset, style) -> (file, sha256 of the file, sha256 of its parsed content)
+    ("eurosat", "aerial"): ("prompt_eurosat_aerial_mixed.json",
+                            "3c5f70d085a08e59e2e9b0a6ff74f376de0666facd32355a71918b30947ac522",
+                            "e5b289760f8d1c3be139f7ff2f0069f7a99ec404558947f85113991d5b3df62e"),
+    ("eurosat", "ground"): ("prompt_eurosat_ground_mixed.json",
+                            "1c56153a3aa96778cf2242b5ff1e5114713ac74818f89de3f012d6709bf92cac",
+                            "5699211127ad428689b84c48aa5977d061af95d12d0fa4d8b7f38297e94dc3b8"),
+    ("bigearthnet19", "aerial"): ("prompt_ben_aerial_mixed.json",
+                                  "fce3894c21e0ab71e10f82353edc3521f71ade3e49bb5dfb494fca9cf8a9874b",
+                                  "5002f06c5853b8132d174dffa0e5ee366659accfbba44ae44aa7b02659e371a4"),
+    ("bigearthnet19", "ground"): ("prompt_ben_ground_mixed.json",
+                                  "9f87ff5f8dc3718881bee0a2fb38d8a05b001e39534a55d15341710e24db955a",
+                                  "b8729ea5016cdf034c8dce6e1ecb397ccd39c84a98780ed93aab8cea091aaa61"),
+}
+
+
+def _base_dataset(dataset: str) -> str:
+    return "bigearthnet19" if dataset.startswith("bigearthnet") else "eurosat" if dataset.startswith("eurosat") else dataset
+
+
+def content_digest(data) -> str:
+    "sha256 of a prompt file's parsed content (key order and formatting do not count)."
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def authors_prompt_file(
+    dataset: str,  # eurosat | bigearthnet19 (or a variant name such as bigearthnet19-B02B03B04)
+    style: str,  # aerial | ground (or authors-aerial | authors-ground)
+    folder: str | Path = "",  # a folder holding the authors' files; default $SENCLIP_AUTHORS_PROMPTS, else download
+) -> Path:
+    "The path of the authors' prompt file for (dataset, style), checked by sha256; downloaded into the cache when needed."
+    key = (_base_dataset(dataset), style.removeprefix("authors-"))
+    if key not in AUTHORS_PROMPT_FILES:
+        raise PromptError(f"the authors published no {key[1]!r} prompt file for {key[0]!r}; "
+                          f"choose one of {sorted(AUTHORS_PROMPT_FILES)}")
+    name, sha, _ = AUTHORS_PROMPT_FILES[key]
+    folder = folder or os.environ.get("SENCLIP_AUTHORS_PROMPTS", "")
+    if folder:
+        f = Path(folder).expanduser() / name
+        if not f.exists():
+            raise PromptError(f"{f} does not exist; point SENCLIP_AUTHORS_PROMPTS (or authors_prompts) at the "
+                              f"authors' src/prompts folder, or leave it empty to download the file")
+        if sha256sum(f) != sha:
+            raise PromptError(f"{f} is not the authors' file of commit {AUTHORS_PROMPTS_COMMIT[:7]} (sha256 differs); "
+                              f"use their original, or pass it as a plain prompt file (its rows then get no paper number)")
+        return f
+    url = AUTHORS_PROMPTS_URL.format(commit=AUTHORS_PROMPTS_COMMIT, file=name)
+    try:
+        return download_url(url, cache_dir("prompts", "authors") / name, sha256=sha, progress=False)
+    except OfflineError as e:
+        raise PromptError(f"the authors' prompt file {name} is not in the cache and downloads are off: download "
+                          f"{url} into a folder and set SENCLIP_AUTHORS_PROMPTS (or authors_prompts) to it") from e
+
+
+def prompt_source(
+    dataset: str,  # the dataset the prompts are for
+    style: str,  # the style or file given to get_prompts
+    template: str = GENERIC_TEMPLATE,
+) -> tuple[str, str]:
+    "(source, style) of a prompt style: source is 'paper-template', 'authors', 'senclip' or 'file'; style is generic/aerial/ground or the file name."
+    if style == "generic":
+        return ("paper-template" if template == GENERIC_TEMPLATE else "file"), "generic"
+    if style in ("aerial", "ground"):
+        return "senclip", style
+    if style.startswith("authors-"):
+        return "authors", style.removeprefix("authors-")
+    try:
+        digest = content_digest(json.loads(Path(style).read_text()))
+    except (OSError, ValueError):
+        return "file", Path(style).name
+    base = _base_dataset(dataset)
+    for (d, s), (_, _, cd) in AUTHORS_PROMPT_FILES.items():
+        if d == base and cd == digest:
+            return "authors", s
+    return "file", Path(style).name
