@@ -16,23 +16,32 @@ from .zeroshot import PromptBank, zeroshot_scores
 from .metrics import topk_accuracy, topk_recall
 
 # %% auto 0
-__all__ = ['SELECTION_METHODS', 'prompt_weights', 'select_prompts', 'split_indices', 'evaluate_selection', 'prompt_sweep',
-           'summarise_sweep', 'plot_sweep']
+__all__ = ['SELECTION_METHODS', 'SIM_MAPS', 'AUTHORS_SWEEP', 'similarity_profiles', 'prompt_weights', 'select_prompts',
+           'split_indices', 'evaluate_selection', 'prompt_sweep', 'summarise_sweep', 'plot_sweep']
 
 # %% ../nbs/04d_selection.ipynb
 SELECTION_METHODS = ("alpha-beta-text", "alpha-beta-image", "mean", "hhi")
+SIM_MAPS = ("authors", "unit")
 
 
-def _sims(img: torch.Tensor, bank: PromptBank) -> torch.Tensor:
-    "(P,N) similarity profiles mapped to (1+cos)/2 > 0."
-    return ((bank.emb @ img.float().T) + 1) / 2
+def similarity_profiles(
+    img: torch.Tensor,  # (N,D) normalised image embeddings
+    bank: PromptBank,
+    sim_map: str = "authors",  # authors: cos/2+1 (their code) | unit: (1+cos)/2
+) -> torch.Tensor:
+    "(P,N) positive similarity of every sentence to every image, as the image-based weights use it."
+    if sim_map not in SIM_MAPS:
+        raise ValueError(f"unknown sim_map {sim_map!r}; choose one of {SIM_MAPS}")
+    cos = bank.emb.float() @ img.float().T
+    return cos / 2 + 1 if sim_map == "authors" else (cos + 1) / 2
 
-
+# %% ../nbs/04d_selection.ipynb
 def prompt_weights(
     bank: PromptBank,
     method: str = "alpha-beta-text",  # alpha-beta-text | alpha-beta-image | mean | hhi
     img: torch.Tensor | None = None,  # (N,D) normalised image embeddings (image-based methods)
     topk_images: int = 1000,  # mean / hhi: images considered per sentence
+    sim_map: str = "authors",  # image-based methods: authors = cos/2+1 | unit = (1+cos)/2
 ) -> np.ndarray:
     "A weight per sentence (higher = better) under `method`."
     if method not in SELECTION_METHODS:
@@ -49,7 +58,7 @@ def prompt_weights(
         return (alpha / beta).numpy()
     if img is None:
         raise ValueError(f"selection method {method!r} needs image embeddings (img=...)")
-    S = _sims(img, bank)  # (P,N)
+    S = similarity_profiles(img, bank, sim_map)  # (P,N)
     if method == "alpha-beta-image":
         Pn = S / (S.sum(0, keepdim=True) + 1e-6)
         M = Pn @ Pn.T
@@ -63,7 +72,7 @@ def prompt_weights(
     share = S / (S.sum(1, keepdim=True) + 1e-6)
     return (share.topk(k, dim=1).values ** 2).sum(1).numpy()
 
-
+# %% ../nbs/04d_selection.ipynb
 def select_prompts(
     weights: np.ndarray,  # (P,) weight per sentence
     cls: np.ndarray,  # (P,) class index per sentence
@@ -96,10 +105,20 @@ def split_indices(labels, frac: float = 0.2, seed: int = 0) -> tuple[np.ndarray,
     sel = np.sort(np.concatenate(sel))
     return sel, np.setdiff1d(np.arange(len(y)), sel)
 
+# %% ../nbs/04d_selection.ipynb
+AUTHORS_SWEEP = dict(  # the authors' zeroshot_eurosat_prompt_score.py: prompt_sim_rank on cos/2+1, class-mean scoring of cos/2+1
+    method="alpha-beta-image", sim_map="authors", topk_images=1000, rule="class-mean", shift=True,
+)
 
-def evaluate_selection(img, labels, bank: PromptBank, select=None, rule: str = "cosine") -> float:
+
+def evaluate_selection(
+    img, labels, bank: PromptBank,
+    select=None,  # sentence indices (None = all)
+    rule: str = "cosine",  # cosine | class-mean | dap (zeroshot_scores)
+    shift: bool = False,  # class-mean: map cos -> cos/2+1 first (the authors' sweep)
+) -> float:
     "Top-1 accuracy (single-label) or top-k recall (multi-label) with the sentences in `select`."
-    s = zeroshot_scores(img, bank, rule, select=select)
+    s = zeroshot_scores(img, bank, rule, select=select, shift=shift)
     return topk_recall(s, labels) if labels.ndim == 2 else topk_accuracy(s, labels, ks=(1,))[1]
 
 
@@ -110,11 +129,13 @@ def prompt_sweep(
     ks: Sequence[int] = (1, 2, 5, 10, 15, 25),
     method: str = "alpha-beta-text",
     n_random: int = 30,
-    rule: str = "cosine",
+    rule: str = "cosine",  # scoring: cosine | class-mean | dap; the authors' sweep: class-mean with shift=True
     select_on: np.ndarray | None = None,  # image indices used to compute image-based weights
     eval_on: np.ndarray | None = None,  # image indices scored (default: all, or those not in select_on)
     seed: int = 0,
     topk_images: int = 1000,
+    shift: bool = False,  # class-mean: score cos/2+1 (the authors' sweep) instead of cos
+    sim_map: str = "authors",  # image-based weights: authors = cos/2+1 | unit = (1+cos)/2
 ) -> pd.DataFrame:
     "Accuracy for best-K, worst-K and random-K sentence subsets: one row per (K, mode, draw)."
     labels = torch.as_tensor(labels)
@@ -122,22 +143,25 @@ def prompt_sweep(
     if eval_on is None:
         eval_on = np.setdiff1d(np.arange(n), select_on) if select_on is not None else np.arange(n)
     sel_img = img[torch.as_tensor(select_on)] if select_on is not None else img
-    w = prompt_weights(bank, method, None if method == "alpha-beta-text" else sel_img, topk_images)
+    w = prompt_weights(bank, method, None if method == "alpha-beta-text" else sel_img, topk_images, sim_map)
     ev_img, ev_lab = img[torch.as_tensor(eval_on)], labels[torch.as_tensor(eval_on)]
     rng = np.random.default_rng(seed)
     rows = []
+
+    def score(sel):
+        return evaluate_selection(ev_img, ev_lab, bank, sel, rule, shift)
+
     for k in ks:
         for mode in ("best", "worst"):
-            rows.append({"k": k, "mode": mode, "draw": 0,
-                         "accuracy": evaluate_selection(ev_img, ev_lab, bank, select_prompts(w, bank.cls, k, mode), rule)})
+            rows.append({"k": k, "mode": mode, "draw": 0, "accuracy": score(select_prompts(w, bank.cls, k, mode))})
         for d in range(n_random):
             rows.append({"k": k, "mode": "random", "draw": d,
-                         "accuracy": evaluate_selection(ev_img, ev_lab, bank, select_prompts(w, bank.cls, k, "random", rng), rule)})
+                         "accuracy": score(select_prompts(w, bank.cls, k, "random", rng))})
     df = pd.DataFrame(rows)
-    df.attrs.update(method=method, rule=rule, inductive=select_on is not None)
+    df.attrs.update(method=method, rule=rule, shift=shift, sim_map=sim_map, inductive=select_on is not None)
     return df
 
-
+# %% ../nbs/04d_selection.ipynb
 def summarise_sweep(df: pd.DataFrame) -> pd.DataFrame:
     "Mean and std of accuracy per (K, mode) — the curves of Fig. 2."
     return df.groupby(["k", "mode"])["accuracy"].agg(["mean", "std", "count"]).reset_index()
