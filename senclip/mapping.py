@@ -10,14 +10,15 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .core import atomic_path, atomic_write, atomic_write_json, get_device, sample_dir
-from .sentinel2 import RGB_BANDS, Scene, open_scene, stretch_to_uint8
+from .core import UserError, atomic_path, atomic_write, atomic_write_json, ensure_writable, get_device, sample_dir
+from .sentinel2 import RGB_BANDS, Scene, open_scene, readback_check, stretch_to_uint8
 
 # %% auto 0
 __all__ = ['NODATA_CLASS', 'class_colors', 'tile_grid', 'iter_tiles', 'write_class_map', 'write_float_map', 'map_scene',
@@ -91,7 +92,7 @@ def write_class_map(
     import rasterio
 
     colors = class_colors(len(classnames))
-    with atomic_path(path) as tmp:
+    with atomic_path(path, check=readback_check(1, *classes.shape)) as tmp:
         with rasterio.open(tmp, "w", driver="GTiff", width=classes.shape[1], height=classes.shape[0], count=1,
                            dtype="uint8", crs=crs, transform=transform, nodata=NODATA_CLASS, compress="deflate") as dst:
             dst.write(classes.astype(np.uint8), 1)
@@ -113,7 +114,7 @@ def write_float_map(
     "A float32 GeoTIFF (NaN = no data) with named bands."
     import rasterio
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, check=readback_check(*data.shape)) as tmp:
         with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
                            dtype="float32", crs=crs, transform=transform, nodata=float("nan"), compress="deflate") as dst:
             dst.write(data.astype(np.float32))
@@ -180,6 +181,7 @@ def map_scene(
     length: str = "mixed",  # prompt length: short | long | mixed
     checkpoint_every: int = 20,  # batches between resume-file saves
     caveat: str | None = None,  # label stamped on the outputs; None = from the model (untrained / demo / tiny arch)
+    allow_no_crs: bool = False,  # map a scene without CRS or geotransform, in its pixel grid; the outputs say so
 ) -> dict:
     "Classify every tile of a scene zero-shot; write class and confidence GeoTIFFs and a count CSV. Returns their paths."
     import torch
@@ -202,6 +204,16 @@ def map_scene(
         if missing:
             raise KeyError(f"scene {scene if own else sc.id}: band(s) {missing} not found; it has {sc.bands}. "
                            "Pass bands=... (--bands) naming bands it has, or a file/folder with them.")
+        problem = sc.georeference_problem()
+        if problem and not allow_no_crs:
+            raise UserError(f"{', '.join(sc.files)}: the scene has {problem}, so its map could not be placed on the "
+                            "Earth; use the georeferenced Sentinel-2 files, add a CRS (gdal_edit.py -a_srs EPSG:<code> "
+                            "<file>), or pass allow_no_crs=True (--allow_no_crs) for a map in the scene's pixel grid")
+        georef = "scene" if not problem else (f"none: the scene has {problem}; mapped with allow_no_crs, so positions "
+                                              "are the scene's pixel grid, not coordinates on the Earth")
+        if problem:
+            warnings.warn(f"{', '.join(sc.files)}: {georef}")
+        out_dir = ensure_writable(out_dir)  # before the model is loaded and the scene embedded
         dev = get_device(device)
         if isinstance(model, (str, Path)):
             from senclip.model import load
@@ -211,8 +223,6 @@ def map_scene(
         bank, dname = _prompt_bank(model, dataset_classes, prompts, length)
         rows, cols = tile_grid(sc.height, sc.width, tile, stride)
         n = rows * cols
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         stem = sc.id or "scene"
         params = dict(dataset=dname, classes=bank.classnames, prompts=prompts if isinstance(prompts, str) else "dict",
                       n_prompts=len(bank.texts), tile=tile, stride=stride, bands=bands, stretch=stretch)
@@ -280,7 +290,7 @@ def map_scene(
         caveat = _caveat(model) if caveat is None else caveat
         tags = dict(MODEL=str(getattr(model, "name", "")), ARCH=str(getattr(model, "arch", "")), SCORING=scoring,
                     PROMPTS=params["prompts"], DATASET=dname, TILE=str(tile), STRIDE=str(stride), BANDS=",".join(bands),
-                    STRETCH=stretch, SCENE=str(sc.id), CAVEAT=caveat)
+                    STRETCH=stretch, SCENE=str(sc.id), CAVEAT=caveat, GEOREFERENCE=georef)
         paths = dict(
             classes=write_class_map(out_dir / f"{stem}_classes.tif", classes, sc.crs, transform, bank.classnames, tags),
             confidence=write_float_map(out_dir / f"{stem}_confidence.tif", conf, sc.crs, transform,
@@ -293,7 +303,8 @@ def map_scene(
         with atomic_write(out_dir / f"{stem}_counts.csv", "w", encoding="utf-8") as f:
             counts.to_csv(f, index=False)
         paths["counts"] = out_dir / f"{stem}_counts.csv"
-        meta = dict(scene=str(scene if own else sc.id), scene_id=sc.id, crs=str(sc.crs), grid=[rows, cols],
+        meta = dict(scene=str(scene if own else sc.id), scene_id=sc.id, crs=str(sc.crs) if sc.crs else None,
+                    georeferenced=not problem, georeference=georef, grid=[rows, cols],
                     tiles=n, valid_tiles=int(valid.sum()), nodata_tiles=int((~valid).sum()),
                     model=tags["MODEL"], arch=tags["ARCH"], caveat=caveat, **params, scoring=scoring,
                     transform=list(transform)[:6], outputs={k: str(v) for k, v in paths.items()})
@@ -395,8 +406,11 @@ def demo_map(
 # %% ../nbs/05_mapping.ipynb
 from fastcore.script import call_parse
 
+from .core import cli_errors
+
 
 @call_parse
+@cli_errors
 def senclip_map(
     scene: str = None,  # Sentinel-2 scene: multi-band GeoTIFF/COG/JP2, or a folder of per-band files (required)
     model: str = "senclip-tiny-vit",  # registry name or checkpoint path
@@ -412,30 +426,31 @@ def senclip_map(
     device: str = "auto",  # auto | cpu | cuda | mps
     plot: bool = False,  # also save a PNG figure
     demo: bool = False,  # label the outputs "demo weights — not a result"
+    allow_no_crs: bool = False,  # map a scene without CRS/geotransform in its pixel grid (the outputs say so)
     quiet: bool = False,  # no progress bar
+    debug: bool = False,  # show the traceback on errors
 ):
     "Zero-shot land-use map of a Sentinel-2 scene: class and confidence GeoTIFFs and tile counts."
     from senclip.eval import DEMO_WEIGHTS
 
     if not scene:
         raise SystemExit("senclip_map: --scene is required (a Sentinel-2 GeoTIFF/COG/JP2 or a folder of per-band files)")
-    try:
-        paths = map_scene(scene, model, classes, prompts, out, tile, stride or None, scoring,
-                          tuple(b.strip() for b in bands.split(",")), stretch, batch_size, device, not quiet,
-                          caveat=DEMO_WEIGHTS if demo else None)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        raise SystemExit(f"senclip_map: error: {msg}") from None
+    paths = map_scene(scene, model, classes, prompts, out, tile, stride or None, scoring,
+                      tuple(b.strip() for b in bands.split(",")), stretch, batch_size, device, not quiet,
+                      caveat=DEMO_WEIGHTS if demo else None, allow_no_crs=allow_no_crs)
     if plot:
         import matplotlib
 
         matplotlib.use("Agg")
         fig = plot_map(paths, scene)
         png = Path(paths["classes"]).with_name(Path(paths["classes"]).name.replace("_classes.tif", "_map.png"))
-        fig.savefig(png, dpi=120, bbox_inches="tight")
+        with atomic_write(png) as f:
+            fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
         paths["figure"] = png
     meta = json.loads(Path(paths["meta"]).read_text())
     if meta.get("caveat"):
         print(f"NOTE: {meta['caveat']}")
+    if not meta.get("georeferenced", True):
+        print(f"NOTE: not georeferenced — {meta['georeference']}")
     for k, v in paths.items():
         print(f"{k}: {v}")

@@ -14,11 +14,10 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from fastcore.script import call_parse
 
-from .core import Preset, atomic_write, atomic_write_json, get_preset, run_metadata, sample_dir
-from .embeddings import EmbeddingStore, embed_photos, read_lucas_embeddings
+from .core import (Preset, atomic_path, atomic_write_json, cli_errors, ensure_writable, get_preset,
+                          run_metadata, sample_dir)
 from .lucas import (DIRECTIONS, LUCAS_PHOTO_URL, download_photos, find_photos, points_from_geotagged,
                            read_points)
 from .sentinel2 import RGB_BANDS, patches_from_scenes, stretch_to_uint8
@@ -80,9 +79,14 @@ def write_manifest(m: pd.DataFrame, path: str | Path) -> Path:
     for c in ["patch", *[f"photo_{v}" for v in DIRECTIONS]]:
         out[c] = [_rel(p, path.parent) for p in out[c]]
     out["date"] = pd.to_datetime(out["date"])
-    with atomic_write(path, "wb") as f:
-        out.to_parquet(f, index=False)
+    with atomic_path(path, check=lambda p: _check_rows(pd.read_parquet(p), len(out), path)) as tmp:
+        out.to_parquet(tmp, index=False)
     return path
+
+
+def _check_rows(df: pd.DataFrame, n: int, path: Path):
+    if len(df) != n:
+        raise OSError(f"{path}: {len(df)} rows read back, {n} written")
 
 
 def read_manifest(path: str | Path, absolute: bool = True) -> pd.DataFrame:
@@ -138,8 +142,11 @@ def expected_dim(arch: str) -> int | None:
     return int(cfg["embed_dim"]) if cfg else None
 
 
-class PairDataset(torch.utils.data.Dataset):
+class PairDataset:
     "Sentinel-2 patches with their frozen ground embeddings: dict(image uint8 (3,P,P), ground (4,D), mask (4,), meta)."
+
+    # A map-style dataset: torch's DataLoader takes any object with __len__ and __getitem__. Not subclassing
+    # torch.utils.data.Dataset keeps torch out of `import senclip.pairs`, so `senclip_pairs --help` answers at once.
 
     def __init__(
         self,
@@ -149,6 +156,8 @@ class PairDataset(torch.utils.data.Dataset):
         split: str | None = None,  # train | val | None (all ok rows)
         check_model: bool = True,  # refuse a store made by another architecture / embedding size
     ):
+        from senclip.embeddings import EmbeddingStore
+
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         self.store = EmbeddingStore.load(store_path)
         if check_model:
@@ -197,6 +206,8 @@ class PairDataset(torch.utils.data.Dataset):
         return stretch_to_uint8(arr, self.preset.bands, self.preset.stretch, offset)
 
     def __getitem__(self, i: int) -> dict:
+        import torch
+
         r = self.rows.iloc[i]
         meta = {"id": str(r["id"]), "lat": float(r["lat"]), "lon": float(r["lon"]), "lc1": str(r["lc1"] or ""),
                 "scene": str(r["scene"] or ""), "split": str(r["split"] or "")}
@@ -251,7 +262,7 @@ def make_pairs(cfg: dict | None = None, **overrides) -> dict:
     c.update(cfg or {})
     c.update({k: v for k, v in overrides.items() if v is not None})
     out = Path(c["out"])
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable(out / "patches")  # a read-only or missing --out fails now, not after the patches and photos
     t0 = time.time()
     # 1. points and photos
     if c["geotagged"]:
@@ -290,6 +301,8 @@ def make_pairs(cfg: dict | None = None, **overrides) -> dict:
     # 4. ground embeddings
     good = m[m.status == "ok"]
     store_path = out / "ground.safetensors"
+    from senclip.embeddings import embed_photos, read_lucas_embeddings  # torch: only when it is needed
+
     if c["embeddings"]:
         from senclip.embeddings import LUCAS_EMB_FILES
 
@@ -326,6 +339,7 @@ def build_sample_pairs(
 
 # %% ../nbs/01c_pairs.ipynb
 @call_parse
+@cli_errors
 def senclip_pairs(
     config: str = None,  # YAML or JSON file with any of the options below
     points: str = None,  # LUCAS 2018 CSV or any table of points (see --columns)
@@ -356,10 +370,11 @@ def senclip_pairs(
     val_fraction: float = None,  # share of blocks for validation (0.1)
     seed: int = None,
     out: str = None,  # output folder (runs/pairs)
+    debug: bool = False,  # show the traceback on errors
 ):
     "Build Sen2LUCAS-style pairs: manifest, Sentinel-2 patches and the frozen ground-embedding store."
     cfg = load_config(config) if config else {}
-    flags = {k: v for k, v in locals().items() if k not in ("config", "cfg") and v is not None}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "cfg", "debug") and v is not None}
     if not download:
         flags.pop("download", None)  # not given: the config file decides
     if "scenes" in flags:

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
 import tempfile
@@ -15,11 +17,12 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .core import atomic_path, repo_root, sample_dir
+from .core import UserError, atomic_path, ensure_writable, repo_root, sample_dir
 
 # %% auto 0
 __all__ = ['S2_RESOLUTION', 'RGB_BANDS', 'BANDS_10_20M', 'SCL_CLOUDY', 'BAND_ALIASES', 'S2_FIXED_RANGE', 'parse_band_name',
-           'Scene', 'open_scene', 'cloud_bands', 'cut_patches', 'patches_from_scenes', 'stretch_to_uint8']
+           'Scene', 'open_scene', 'cloud_bands', 'readback_check', 'cut_patches', 'patches_from_scenes',
+           'stretch_to_uint8']
 
 # %% ../nbs/01b_sentinel2.ipynb
 S2_RESOLUTION = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10, "B8A": 20,
@@ -66,6 +69,53 @@ def _band_names_of(src, path: Path) -> list[str | None]:
     return names
 
 
+def _truncation(src, path) -> str | None:
+    "Why a local GeoTIFF is incomplete (its tile/strip index points past the end of the file), else None."
+    import rasterio
+
+    if src.driver != "GTiff" or str(path).startswith(("http://", "https://", "/vsi")) or not os.path.isfile(path):
+        return None
+    size = os.path.getsize(path)
+    bh, bw = src.block_shapes[0]
+    nby, nbx = -(-src.height // bh), -(-src.width // bw)
+    separate = getattr(src.interleaving, "name", "") == "band"  # one set of blocks per band
+    end, known = 0, 0
+    with rasterio.Env():  # GDAL's complaints about an unreadable index go to logging, not to stderr
+        for b in range(1, (src.count if separate else 1) + 1):
+            for y in range(nby):
+                for x in range(nbx):
+                    off = src.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=b)
+                    n = src.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=b)
+                    if off is not None and n is not None:
+                        end, known = max(end, int(off) + int(n)), known + 1
+    if known == 0:
+        return f"its tile index cannot be read ({size:,} bytes)"
+    if end > size:
+        return f"it has {size:,} bytes but its image data runs to byte {end:,}"
+    return None
+
+
+def _open_raster(path):
+    "Open a raster with rasterio; a missing, unreadable or truncated file is a `UserError` that names it and the fix."
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # callers check the georeference themselves
+            src = rasterio.open(path)
+    except RasterioIOError as e:
+        raise UserError(f"{path}: cannot be opened as a raster ({' '.join(str(e).split())}); pass a complete "
+                        "GeoTIFF/COG/JP2 (copy or download it again if it was cut short)") from e
+    why = _truncation(src, path)
+    if why:
+        src.close()
+        raise UserError(f"{path}: the GeoTIFF is truncated ({why}); copy or download it again")
+    return src
+
+
 def _product_of(tags: dict, names: Iterable[str], bands: Iterable[str]) -> str | None:
     for k in ("PRODUCT", "PROCESSING_LEVEL", "PRODUCT_TYPE"):
         v = str(tags.get(k, "")).upper()
@@ -92,8 +142,6 @@ class Scene:
         offset: float | None = None,  # DN offset (1000 from baseline 04.00); None = from tags, else 0
         date: str | None = None,
     ):
-        import rasterio
-
         self.sources, self._open = dict(sources), {}
         if any(str(p).startswith(("http://", "https://", "/vsicurl")) for p, _ in self.sources.values()):
             for k, v in {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": "4",
@@ -101,7 +149,7 @@ class Scene:
                 os.environ.setdefault(k, v)  # remote COGs: no directory listings, polite retries
         for band, (path, _) in self.sources.items():
             if path not in self._open:
-                self._open[path] = rasterio.open(path)
+                self._open[path] = _open_raster(path)
         self.bands = list(self.sources)
         ref_band = min(self.bands, key=lambda b: (abs(self._ds(b).res[0]), b))
         ref = self._ds(ref_band)
@@ -131,6 +179,7 @@ class Scene:
     ):
         "Array (len(bands), h, w) of the window; coarser bands resampled to the reference grid."
         from rasterio.enums import Resampling
+        from rasterio.errors import RasterioError
         from rasterio.windows import from_bounds, bounds as win_bounds
 
         h, w = int(window.height), int(window.width)
@@ -140,13 +189,28 @@ class Scene:
             raise KeyError(f"Scene {self.id}: no band(s) {missing}; it has {self.bands}")
         for b in bands:
             ds, idx = self._ds(b), self.sources[b][1]
-            if ds.transform == self.transform and ds.width == self.width:
-                out.append(ds.read(idx, window=window))
-            else:
-                win = from_bounds(*win_bounds(window, self.transform), transform=ds.transform)
-                rs = Resampling.nearest if b == "SCL" else Resampling.bilinear
-                out.append(ds.read(idx, window=win, out_shape=(h, w), resampling=rs))
+            try:
+                if ds.transform == self.transform and ds.width == self.width:
+                    out.append(ds.read(idx, window=window))
+                else:
+                    win = from_bounds(*win_bounds(window, self.transform), transform=ds.transform)
+                    rs = Resampling.nearest if b == "SCL" else Resampling.bilinear
+                    out.append(ds.read(idx, window=win, out_shape=(h, w), resampling=rs))
+            except RasterioError as e:
+                raise UserError(f"{self.sources[b][0]}: reading band {b} failed ({' '.join(str(e).split())}); the file "
+                                "is damaged or cut short: copy or download it again") from e
         return np.stack(out)
+
+    @property
+    def files(self) -> list[str]:
+        "The files the bands come from."
+        return list(dict.fromkeys(p for p, _ in self.sources.values()))
+
+    def georeference_problem(self) -> str | None:
+        "What the scene lacks to be placed on the Earth ('no CRS', 'no geotransform'), or None when it has both."
+        missing = [what for what, bad in (("no CRS", not self.crs), ("no geotransform", self.transform.is_identity))
+                   if bad]
+        return " and ".join(missing) or None
 
     def close(self):
         for ds in self._open.values():
@@ -171,8 +235,6 @@ def open_scene(
     date: str | None = None,
 ) -> Scene:
     "Open a Sentinel-2 scene, naming its bands from descriptions, tags or file names."
-    import rasterio
-
     if isinstance(source, dict):
         sources = {parse_band_name(b) or b: (str(p), 1) for b, p in source.items()}
         return Scene(sources, scene_id, product, offset, date)
@@ -189,7 +251,7 @@ def open_scene(
     for f in files:
         if not str(f).startswith(("http://", "https://", "/vsi")) and not f.exists():
             raise FileNotFoundError(f"Sentinel-2 file {f} does not exist")
-        with rasterio.open(f) as src:
+        with _open_raster(f) as src:
             names = _band_names_of(src, f)
         for i, n in enumerate(names):
             if n is None:
@@ -224,16 +286,65 @@ def cloud_bands(scene: Scene, test: str = "auto") -> tuple[str, list[str]]:
     return "none", []
 
 
+def readback_check(count: int, height: int, width: int):
+    "A `check=` for `core.atomic_path`: the written raster opens with `count` bands of `height` x `width` px and every pixel decodes."
+    def check(path: Path):
+        import rasterio
+
+        with rasterio.open(path) as ds:  # GDAL does not raise on a full disk: it leaves short or empty files
+            if (ds.count, ds.height, ds.width) != (count, height, width):
+                raise OSError(f"it has {ds.count} band(s) of {ds.height}x{ds.width} px, not {count} of {height}x{width}")
+            why = _truncation(ds, path)
+            if why:
+                raise OSError(why)
+            ds.read()
+
+    return check
+
+
 def _write_patch(path: Path, data: np.ndarray, bands, crs, transform, nodata, tags: dict):
-    "Write a GeoTIFF atomically (temporary file in the same folder, then rename)."
+    "Write a GeoTIFF atomically (temporary file in the same folder, read back, then renamed)."
     import rasterio
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, check=readback_check(*data.shape)) as tmp:
         with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
                            dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, compress="deflate") as dst:
             dst.write(data)
             dst.descriptions = tuple(bands)
             dst.update_tags(**{k: str(v) for k, v in tags.items()})
+
+
+def _patch_key(scene: Scene, size: int, bands: Sequence[str], cloud_test: str, row: int, col: int) -> str:
+    "What a patch is made of (the scene's id and grid, the window, the bands, the cloud test) as 16 hex digits."
+    what = dict(scene=scene.id, crs=str(scene.crs), transform=list(scene.transform)[:6], shape=[scene.height, scene.width],
+                product=scene.product, offset=scene.offset, nodata=scene.nodata, size=size, bands=list(bands),
+                cloud_test=cloud_test, row=row, col=col)
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _kept_patch(path: Path, key: str, count: int, size: int) -> dict | None:
+    "The tags of a patch on disk that this run would write the same way and that reads back whole; None = rebuild it."
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            tags = ds.tags()
+            if tags.get("SENCLIP_PATCH_KEY") != key or (ds.count, ds.height, ds.width) != (count, size, size):
+                return None  # made by another run (scene, size, bands...) or before patches recorded their making
+            ds.read()
+        float(tags["NODATA_FRACTION"]), float(tags["CLOUD_FRACTION"])
+        return tags
+    except Exception:  # empty, cut short, not a raster: build it again
+        return None
+
+
+def _window_status(nodata: float, cloud: float, test: str, max_nodata: float, max_cloud: float) -> tuple[str, str]:
+    "(status, reason) of a window from its no-data and cloudy fractions."
+    if nodata > max_nodata:
+        return "nodata", f"{nodata:.1%} of the window is no-data (limit {max_nodata:.1%})"
+    if cloud > max_cloud:
+        return "cloudy", f"{cloud:.1%} of the window is cloud by the {test} test (limit {max_cloud:.1%})"
+    return "ok", f"cloud {cloud:.1%}" if test != "none" else ""
 
 
 def cut_patches(
@@ -245,7 +356,7 @@ def cut_patches(
     max_cloud: float = 0.1,  # largest accepted cloudy fraction of the window
     max_nodata: float = 0.0,  # largest accepted no-data fraction
     cloud_test: str = "auto",  # auto | scl | brightness | none
-    overwrite: bool = False,  # rewrite patches that already exist
+    overwrite: bool = False,  # rewrite patches that already exist (those made otherwise, or unreadable, always are)
     progress: bool = True,
 ) -> pd.DataFrame:
     "One row per point: id, patch (path or ''), scene, status (ok|outside_scene|edge|nodata|cloudy), reason, row, col."
@@ -264,6 +375,13 @@ def cut_patches(
         missing = [b for b in need if b not in scene.bands]
         if missing:
             raise KeyError(f"Scene {scene.id}: bands {missing} are needed but it has only {scene.bands}")
+        problem = scene.georeference_problem()
+        if problem:
+            raise UserError(f"{', '.join(scene.files)}: the raster has {problem}, so points in latitude/longitude cannot "
+                            "be placed on it; use the georeferenced Sentinel-2 files (GeoTIFF/COG/JP2 with a CRS and a "
+                            "geotransform) or add them with gdal_translate -a_srs EPSG:<code> -a_ullr <ulx> <uly> <lrx> <lry>")
+        if out_dir is not None:
+            ensure_writable(out_dir)  # before any window is read
         lon = points["lon"].to_numpy(float)
         lat = points["lat"].to_numpy(float)
         tr = Transformer.from_crs("EPSG:4326", scene.crs, always_xy=True)
@@ -295,33 +413,33 @@ def cut_patches(
         for i in tqdm(todo, desc=f"patches {scene.id}", disable=not progress):
             base = dict(id=ids[i], patch="", scene=scene.id, row=int(top[i]), col=int(left[i]))
             dest = out / f"{ids[i]}.tif" if out is not None else None
-            if dest is not None and dest.exists() and not overwrite:
-                rows[i] = dict(base, patch=str(dest), status="ok", reason="patch already on disk (kept)")
+            key = _patch_key(scene, size, bands, test, int(top[i]), int(left[i]))
+            kept = _kept_patch(dest, key, len(bands), size) if dest is not None and dest.exists() and not overwrite else None
+            if kept is not None:  # made by this scene, window, size, bands and cloud test: judged by today's limits
+                status, reason = _window_status(float(kept["NODATA_FRACTION"]), float(kept["CLOUD_FRACTION"]), test,
+                                                max_nodata, max_cloud)
+                rows[i] = dict(base, patch=str(dest) if status == "ok" else "", status=status,
+                               reason="patch already on disk (kept)" if status == "ok" else reason)
                 continue
             win = Window(int(left[i]), int(top[i]), size, size)
             arr = scene.read(need, win)
             data = arr[[need.index(b) for b in bands]]
-            nod = (data == scene.nodata).any(0).mean()
-            if nod > max_nodata:
-                rows[i] = dict(base, status="nodata", reason=f"{nod:.1%} of the window is no-data (limit {max_nodata:.1%})")
-                continue
-            if test == "scl":
-                scl = arr[need.index("SCL")]
-                cloud = np.isin(scl, list(SCL_CLOUDY)).mean()
-            elif test == "brightness":
-                cloud = _l1c_cloud_mask({b: arr[need.index(b)] for b in cbands}, scene.offset).mean()
-            else:
-                cloud = 0.0
-            if cloud > max_cloud:
-                rows[i] = dict(base, status="cloudy", reason=f"{cloud:.1%} of the window is cloud by the {test} test "
-                               f"(limit {max_cloud:.1%})")
+            nod, cloud = float((data == scene.nodata).any(0).mean()), 0.0
+            if nod <= max_nodata and test == "scl":
+                cloud = float(np.isin(arr[need.index("SCL")], list(SCL_CLOUDY)).mean())
+            elif nod <= max_nodata and test == "brightness":
+                cloud = float(_l1c_cloud_mask({b: arr[need.index(b)] for b in cbands}, scene.offset).mean())
+            status, reason = _window_status(nod, cloud, test, max_nodata, max_cloud)
+            if status != "ok":
+                rows[i] = dict(base, status=status, reason=reason)
                 continue
             if dest is not None:
                 tags = dict(point_id=ids[i], lat=lat[i], lon=lon[i], scene=scene.id, product=scene.product,
-                            OFFSET=scene.offset, date=scene.date)
+                            OFFSET=scene.offset, date=scene.date, SENCLIP_PATCH_KEY=key, SIZE=size, BANDS=",".join(bands),
+                            ROW=int(top[i]), COL=int(left[i]), CLOUD_TEST=test, CLOUD_FRACTION=f"{cloud:.6f}",
+                            NODATA_FRACTION=f"{nod:.6f}")
                 _write_patch(dest, data, bands, scene.crs, win_transform(win, scene.transform), scene.nodata, tags)
-            rows[i] = dict(base, patch=str(dest) if dest is not None else "", status="ok",
-                           reason=f"cloud {cloud:.1%}" if test != "none" else "")
+            rows[i] = dict(base, patch=str(dest) if dest is not None else "", status="ok", reason=reason)
         return pd.DataFrame(rows, columns=["id", "patch", "scene", "status", "reason", "row", "col"])
     finally:
         if own:
