@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,13 +17,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .core import download_url, cache_dir
+from .core import UserError, cache_dir, download_url
 
 # %% auto 0
 __all__ = ['EUROSAT_CLASSES', 'EUROSAT_CLASSNAMES', 'EUROSAT_COUNTS', 'EUROSAT_URLS', 'EUROSAT_MD5', 'BEN19_CLASSES',
-           'BEN43_TO_19', 'BEN_RGB_BANDS', 'BEN_OFFICIAL_BANDS', 'BEN_S2_BANDS', 'LUCAS_LC1_CLASSES', 'BadSampleError',
-           'collate_skip', 'find_eurosat_root', 'download_eurosat', 'decode_image', 'EuroSAT', 'ben_labels19',
-           'stretch_minmax', 'stretch_image', 'official_subset', 'BigEarthNet', 'TorchgeoBigEarthNet', 'LucasLandCover',
+           'BEN43_TO_19', 'BEN_RGB_BANDS', 'BEN_OFFICIAL_BANDS', 'BEN_S2_BANDS', 'BEN_SPLIT_REPO', 'BEN_SPLITS',
+           'LUCAS_LC1_CLASSES', 'BadSampleError', 'collate_skip', 'SkipLog', 'find_eurosat_root', 'download_eurosat',
+           'decode_image', 'EuroSAT', 'ben_labels19', 'stretch_minmax', 'stretch_image', 'official_subset',
+           'bigearthnet_split_file', 'read_bigearthnet_split', 'BigEarthNet', 'TorchgeoBigEarthNet', 'LucasLandCover',
            'make_lucas_fixture']
 
 # %% ../nbs/01d_benchmarks.ipynb
@@ -44,6 +46,36 @@ def collate_skip(batch: list) -> dict | None:
 def _check_on_error(on_error: str):
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
+class SkipLog:
+    "Mixin of the datasets: `skipped` lists the files `on_error='skip'` left out (index, path, reason)."
+
+    skipped: list
+
+    def _skip(self, i: int, path, err: Exception) -> None:
+        "Record that sample `i` (file or folder `path`) was skipped because of `err`."
+        if not hasattr(self, "skipped"):
+            self.skipped = []
+        if all(s["index"] != int(i) for s in self.skipped[-64:]):  # a sample re-read soon after is listed once
+            self.skipped.append({"index": int(i), "path": str(path), "reason": str(err)})
+
+    def skipped_files(
+        self,
+        valid=None,  # optional (N,) bool mask of the samples that were used (ImageEmbeddings.valid)
+    ) -> list[dict]:
+        "The skipped files: those recorded here, plus each sample `valid` marks as unused (re-read for its reason)."
+        out = {s["index"]: s for s in getattr(self, "skipped", [])}
+        if valid is not None:
+            for i in np.nonzero(~np.asarray(valid, bool))[0].tolist():
+                if i not in out:
+                    try:
+                        self._load(i)
+                        reason = "skipped when its embedding was computed; readable now"
+                    except BadSampleError as e:
+                        reason = str(e)
+                    out[i] = {"index": i, "path": self.source(i), "reason": reason}
+        return [out[i] for i in sorted(out)]
 
 # %% ../nbs/01d_benchmarks.ipynb
 EUROSAT_CLASSES = ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
@@ -146,7 +178,7 @@ def decode_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
-class EuroSAT(Dataset):
+class EuroSAT(SkipLog, Dataset):
     "EuroSAT RGB from `2750/<Class>/*.jpg`: all images, or those named in a split file."
 
     def __init__(
@@ -175,6 +207,7 @@ class EuroSAT(Dataset):
         self.files = files
         self.targets = [idx[f.split("/")[0]] for f in files]
         self.transform, self.on_error = transform, on_error
+        self.skipped: list[dict] = []
         self.name = "eurosat" + ("" if split is None else f"-{Path(split).stem}")
 
     def __len__(self):
@@ -187,14 +220,23 @@ class EuroSAT(Dataset):
     def class_counts(self) -> dict[str, int]:
         return {c: int(n) for c, n in zip(self.classes, np.bincount(self.targets, minlength=len(self.classes)))}
 
+    def source(self, i: int) -> str:
+        "The file of sample `i`."
+        return str(self.root / self.files[i])
+
+    def _load(self, i: int) -> torch.Tensor:
+        path = self.root / self.files[i]
+        if not path.exists():
+            raise BadSampleError(f"{path}: listed in the split but missing; check the dataset root")
+        return decode_image(path)
+
     def __getitem__(self, i: int) -> dict | None:
         path = self.root / self.files[i]
         try:
-            if not path.exists():
-                raise BadSampleError(f"{path}: listed in the split but missing; check the dataset root")
-            img = decode_image(path)
-        except BadSampleError:
+            img = self._load(i)
+        except BadSampleError as e:
             if self.on_error == "skip":
+                self._skip(i, path, e)
                 return None
             raise
         if self.transform is not None:
@@ -308,54 +350,148 @@ def stretch_image(x: np.ndarray, stretch: str = "minmax") -> np.ndarray:
     raise ValueError(f"stretch must be 'minmax' or 'fixed[:max]', got {stretch!r}")
 
 # %% ../nbs/01d_benchmarks.ipynb
-def official_subset(n_total: int, n: int = 27000, seed: int = 42) -> list[int]:
+def official_subset(
+    n_total: int,  # length of the split (rows of torchgeo's split list)
+    n: int = 27000,  # patches drawn
+    seed: int = 42,
+    batch_size: int | None = None,  # keep only full batches of this size (the authors' DataLoader drop_last: 32)
+) -> list[int]:
     "Indices of the authors' BigEarthNet subset: `random_split(ds, [n, rest])` after `torch.manual_seed(seed)`."
     if n > n_total:
         raise ValueError(f"the subset needs {n} patches but the split has only {n_total}")
     g = torch.Generator().manual_seed(seed)
-    return torch.randperm(n_total, generator=g)[:n].tolist()
+    idx = torch.randperm(n_total, generator=g)[:n].tolist()
+    return idx[: len(idx) // batch_size * batch_size] if batch_size else idx
+
+# %% ../nbs/01d_benchmarks.ipynb
+BEN_SPLIT_REPO = ("https://git.tu-berlin.de/rsim/BigEarthNet-MM_19-classes_models/-/raw/"
+                  "9a5be07346ab0884b2d9517475c27ef9db9b5104/splits")
+BEN_SPLITS = {  # torchgeo's BigEarthNet.splits_metadata (v1): url, file name and md5 of each split list
+    "train": {"url": f"{BEN_SPLIT_REPO}/train.csv?inline=false", "filename": "bigearthnet-train.csv",
+              "md5": "623e501b38ab7b12fe44f0083c00986d"},
+    "val": {"url": f"{BEN_SPLIT_REPO}/val.csv?inline=false", "filename": "bigearthnet-val.csv",
+            "md5": "22efe8ed9cbd71fa10742ff7df2b7978"},
+    "test": {"url": f"{BEN_SPLIT_REPO}/test.csv?inline=false", "filename": "bigearthnet-test.csv",
+             "md5": "697fb90677e30571b9ac7699b7e5b432"},
+}
 
 
-class BigEarthNet(Dataset):
-    "BigEarthNet v1 Sentinel-2 patches (original archive layout) with BigEarthNet-19 multi-labels."
+def bigearthnet_split_file(
+    split: str = "test",  # train | val | test
+    root: str | Path | None = None,  # the patch folder root; its folder and parent are searched first (torchgeo's layout)
+) -> Path:
+    "torchgeo's list of an official BigEarthNet split: found beside `root`, in the cache, or downloaded (md5-checked)."
+    if split not in BEN_SPLITS:
+        raise ValueError(f"unknown BigEarthNet split {split!r}; choose one of {list(BEN_SPLITS)}")
+    meta = BEN_SPLITS[split]
+    dest = cache_dir("bigearthnet") / meta["filename"]
+    local = [Path(root) / meta["filename"], Path(root).parent / meta["filename"]] if root is not None else []
+    for f in [*local, dest]:
+        if f.is_file():
+            if _md5(f) != meta["md5"]:
+                raise UserError(f"{f}: md5 {_md5(f)} is not torchgeo's {meta['md5']} for the official {split} split; "
+                                f"delete or replace the file, or pass it as split='{f}' to use it as it is")
+            return f
+    try:
+        got = download_url(meta["url"], dest, progress=False)
+    except (RuntimeError, OSError) as e:  # OfflineError, HTTP errors, unreachable host
+        raise UserError(
+            f"BigEarthNet: the official {split} split list {meta['filename']} is not in {Path(root) if root else '.'} "
+            f"or {dest.parent}, and it can't be downloaded ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            f"Fix: pass split='<path of {meta['filename']}>' (torchgeo keeps it next to BigEarthNet-v1.0/), copy it "
+            f"to {dest}, or pass split='all' on purpose to score every patch folder (train, val and the cloud/snow "
+            f"patches the official splits exclude: not the paper's protocol)") from e
+    if _md5(got) != meta["md5"]:
+        bad = got.with_name(got.name + ".bad")
+        got.replace(bad)
+        raise UserError(f"{meta['url']}: md5 of the download is not torchgeo's {meta['md5']}; it was moved to {bad}. "
+                        f"Download it again, or pass a split CSV you trust as split=<path>")
+    return got
+
+
+def read_bigearthnet_split(path: str | Path) -> list[str]:
+    "S2 patch names of a split list, in file order (torchgeo's `<S2>,<S1>` rows, or one name a line; a header is skipped)."
+    names = []
+    for ln in Path(path).read_text().splitlines():
+        n = ln.split(",")[0].strip()
+        if n and not n.lower().startswith(("patch", "s2_", "name", "#")):
+            names.append(n)
+    if not names:
+        raise UserError(f"{path}: no patch names; a BigEarthNet split list has one '<S2 patch>,<S1 patch>' row per patch")
+    return names
+
+# %% ../nbs/01d_benchmarks.ipynb
+class BigEarthNet(SkipLog, Dataset):
+    "BigEarthNet v1 Sentinel-2 patches (original archive layout) with BigEarthNet-19 multi-labels; the official test split by default."
 
     def __init__(
         self,
         root: str | Path,  # folder of patch folders (BigEarthNet-v1.0/)
-        split: str | Path | None = None,  # None = every patch folder; or a CSV/list of patch names (torchgeo's split CSVs work)
+        split: str | Path | None = "test",  # test | val | train (official lists) | all (every patch folder) | a CSV/list of patch names
         bands: Sequence[str] = BEN_RGB_BANDS,  # bands fed as R, G, B; BEN_OFFICIAL_BANDS reproduces the authors' swap
         stretch: str = "minmax",  # minmax (official) | fixed:<max>
-        subset: int | None = None,  # keep the authors' seeded subset of this many patches (27000)
-        seed: int = 42,  # seed of that subset
-        drop_unlabelled: bool = True,  # skip patches without any 19-class label (not part of BigEarthNet-19)
+        subset: int | None = None,  # keep the authors' seeded draw of this many patches (27000)
+        seed: int = 42,  # seed of that draw
+        drop_last: bool = False,  # keep only full batches of `batch_size`, as the authors' DataLoader (26,976 of 27,000)
+        batch_size: int = 32,  # the authors' batch size (for drop_last)
+        drop_unlabelled: bool = True,  # after the draw, leave out patches without any 19-class label (listed in `dropped`)
         transform: Callable | None = None,
-        on_error: str = "raise",  # raise | skip
+        on_error: str = "raise",  # raise | skip (skipped patches are listed in `skipped`)
     ):
         _check_on_error(on_error)
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"BigEarthNet root {self.root} does not exist; extract BigEarthNet-S2-v1.0.tar.gz there")
-        if split is None:
+        split = "test" if split is None else split
+        self.split_file = None
+        if str(split) == "all":
             names = sorted(p.name for p in self.root.iterdir() if (p / f"{p.name}_labels_metadata.json").exists())
+            if not names:
+                raise FileNotFoundError(f"no BigEarthNet patch folders (<patch>/<patch>_labels_metadata.json) in {self.root}")
         else:
-            names = [ln.split(",")[0].strip() for ln in Path(split).read_text().splitlines() if ln.strip()]
-            names = [n for n in names if n and not n.lower().startswith(("patch", "s2_", "name"))]
-        if not names:
-            raise FileNotFoundError(f"no BigEarthNet patch folders (<patch>/<patch>_labels_metadata.json) in {self.root}")
+            if str(split) in BEN_SPLITS:
+                self.split_file = bigearthnet_split_file(str(split), self.root)
+            elif Path(split).is_file():
+                self.split_file = Path(split)
+            else:
+                raise UserError(f"BigEarthNet split {str(split)!r} is neither one of {[*BEN_SPLITS, 'all']} nor an "
+                                f"existing file; pass split='test' (the paper's) or the path of a split CSV")
+            names = read_bigearthnet_split(self.split_file)
+        n_split = len(names)
+        if subset is not None:
+            indices = official_subset(n_split, subset, seed, batch_size if drop_last else None)
+        else:
+            indices = list(range(n_split if not drop_last else n_split // batch_size * batch_size))
         self.bands, self.stretch = tuple(bands), stretch
         self.classes = list(BEN19_CLASSES)
         self.classnames = list(BEN19_CLASSES)
         self.dropped: list[str] = []
-        if drop_unlabelled:
+        if drop_unlabelled:  # after the draw: the other patches keep their indices
             keep = []
-            for n in names:
-                lab = self._labels43(n, missing_ok=True)
-                (keep if lab is None or ben_labels19(lab).any() else self.dropped).append(n)
-            names = keep
-        if subset is not None:
-            names = [names[i] for i in official_subset(len(names), subset, seed)]
-        self.patches = names
+            for i in indices:
+                lab = self._labels43(names[i], missing_ok=True)
+                if lab is None or ben_labels19(lab).any():
+                    keep.append(i)
+                else:
+                    self.dropped.append(names[i])
+            if self.dropped:
+                warnings.warn(f"BigEarthNet: {len(self.dropped)} of the {len(indices)} selected patches have no "
+                              f"19-class label and were left out (names in .dropped); the others keep their indices")
+            indices = keep
+        self.indices = indices  # positions in the split list (= torchgeo's dataset indices on its split)
+        self.patches = [names[i] for i in indices]
+        missing = sum(not (self.root / n).is_dir() for n in self.patches)
+        if self.patches and missing == len(self.patches):
+            raise FileNotFoundError(f"none of the {len(self.patches)} patches of {self.split_file} is a folder of "
+                                    f"{self.root}; root must be the folder of patch folders (BigEarthNet-v1.0/)")
+        if missing:
+            warnings.warn(f"BigEarthNet: {missing} of the {len(self.patches)} listed patches are not in {self.root}")
+        self.protocol = {"split": str(split), "split_file": str(self.split_file) if self.split_file else None,
+                         "split_length": n_split, "subset": subset, "seed": seed, "drop_last": drop_last,
+                         "batch_size": batch_size if drop_last else None, "unlabelled_dropped": len(self.dropped),
+                         "patches": len(self.patches), "missing": missing}
         self.transform, self.on_error = transform, on_error
+        self.skipped: list[dict] = []
         self.name = "bigearthnet19" + ("" if tuple(bands) == BEN_RGB_BANDS else "-" + "".join(bands))
 
     def __len__(self):
@@ -363,6 +499,10 @@ class BigEarthNet(Dataset):
 
     def fingerprint(self) -> str:
         return hashlib.sha256(("\n".join(self.patches) + str(self.bands) + self.stretch).encode()).hexdigest()[:16]
+
+    def source(self, i: int) -> str:
+        "The patch folder of sample `i`."
+        return str(self.root / self.patches[i])
 
     def _labels43(self, name: str, missing_ok: bool = False) -> list[str] | None:
         f = self.root / name / f"{name}_labels_metadata.json"
@@ -394,13 +534,17 @@ class BigEarthNet(Dataset):
                 raise BadSampleError(f"{f}: can't read band {b} ({e})") from e
         return np.stack(out)
 
+    def _load(self, i: int) -> tuple[list[str], torch.Tensor]:
+        name = self.patches[i]
+        return self._labels43(name), torch.from_numpy(stretch_image(self.read_bands(name), self.stretch))
+
     def __getitem__(self, i: int) -> dict | None:
         name = self.patches[i]
         try:
-            labels43 = self._labels43(name)
-            img = torch.from_numpy(stretch_image(self.read_bands(name), self.stretch))
-        except BadSampleError:
+            labels43, img = self._load(i)
+        except BadSampleError as e:
             if self.on_error == "skip":
+                self._skip(i, self.root / name, e)
                 return None
             raise
         if self.transform is not None:
@@ -432,11 +576,13 @@ class BigEarthNet(Dataset):
 class TorchgeoBigEarthNet(Dataset):
     "Dict samples from a torchgeo BigEarthNet (bands='s2', 19 classes) dataset."
 
-    def __init__(self, tg, bands: Sequence[str] = BEN_RGB_BANDS, stretch: str = "minmax", subset: int | None = None, seed: int = 42):
+    def __init__(self, tg, bands: Sequence[str] = BEN_RGB_BANDS, stretch: str = "minmax", subset: int | None = None,
+                 seed: int = 42, drop_last: bool = False, batch_size: int = 32):
         self.tg, self.bands, self.stretch = tg, tuple(bands), stretch
         self.band_idx = [BEN_S2_BANDS.index(b) for b in bands]
         self.classes = self.classnames = list(BEN19_CLASSES)
-        self.indices = official_subset(len(tg), subset, seed) if subset else list(range(len(tg)))
+        bs = batch_size if drop_last else None
+        self.indices = official_subset(len(tg), subset, seed, bs) if subset else list(range(len(tg)))[: len(tg) // bs * bs if bs else None]
         self.name = "bigearthnet19-torchgeo"
 
     def __len__(self):
@@ -464,7 +610,7 @@ def _pick(cols, cands, what, path):
     raise KeyError(f"{path}: no {what} column (tried {list(cands)}); columns are {list(cols)}")
 
 
-class LucasLandCover(Dataset):
+class LucasLandCover(SkipLog, Dataset):
     "Sentinel-2 patches of a pair manifest labelled with their LUCAS LC1 level-1 class."
 
     def __init__(
@@ -498,6 +644,7 @@ class LucasLandCover(Dataset):
         self.df = df.reset_index(drop=True)
         self.targets = [self.codes.index(l) for l in letters]
         self.bands, self.stretch, self.transform, self.on_error = tuple(bands), stretch, transform, on_error
+        self.skipped: list[dict] = []
         self.name = "lucas-lc1" + ("" if split is None else f"-{split}")
 
     def __len__(self):
@@ -528,12 +675,20 @@ class LucasLandCover(Dataset):
         except rasterio.errors.RasterioError as e:
             raise BadSampleError(f"{path}: can't read the patch ({e})") from e
 
+    def source(self, i: int) -> str:
+        "The patch file of sample `i`."
+        return str(self._path(self.df.iloc[i][self.patch_col]))
+
+    def _load(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(stretch_image(self.read_patch(Path(self.source(i))), self.stretch))
+
     def __getitem__(self, i: int) -> dict | None:
         row = self.df.iloc[i]
         try:
-            img = torch.from_numpy(stretch_image(self.read_patch(self._path(row[self.patch_col])), self.stretch))
-        except BadSampleError:
+            img = self._load(i)
+        except BadSampleError as e:
             if self.on_error == "skip":
+                self._skip(i, self.source(i), e)
                 return None
             raise
         if self.transform is not None:
