@@ -21,11 +21,11 @@ from .core import UserError, cache_dir, download_url
 
 # %% auto 0
 __all__ = ['EUROSAT_CLASSES', 'EUROSAT_CLASSNAMES', 'EUROSAT_COUNTS', 'EUROSAT_URLS', 'EUROSAT_MD5', 'BEN19_CLASSES',
-           'BEN43_TO_19', 'BEN_RGB_BANDS', 'BEN_OFFICIAL_BANDS', 'BEN_S2_BANDS', 'BEN_SPLIT_REPO', 'BEN_SPLITS',
-           'LUCAS_LC1_CLASSES', 'BadSampleError', 'collate_skip', 'SkipLog', 'find_eurosat_root', 'download_eurosat',
-           'decode_image', 'EuroSAT', 'ben_labels19', 'stretch_minmax', 'stretch_image', 'official_subset',
-           'bigearthnet_split_file', 'read_bigearthnet_split', 'BigEarthNet', 'TorchgeoBigEarthNet', 'LucasLandCover',
-           'make_lucas_fixture']
+           'BEN43_TO_19', 'BEN_RGB_BANDS', 'BEN_OFFICIAL_BANDS', 'BEN_S2_BANDS', 'BEN_AUTHORS_CONFIG', 'BEN_SPLIT_REPO',
+           'BEN_SPLITS', 'LUCAS_LC1_CLASSES', 'BadSampleError', 'collate_skip', 'SkipLog', 'find_eurosat_root',
+           'download_eurosat', 'decode_image', 'EuroSAT', 'ben_labels19', 'stretch_minmax', 'stretch_image',
+           'official_subset', 'bigearthnet_split_file', 'read_bigearthnet_split', 'BigEarthNet', 'TorchgeoBigEarthNet',
+           'LucasLandCover', 'make_lucas_fixture']
 
 # %% ../nbs/01d_benchmarks.ipynb
 class BadSampleError(RuntimeError):
@@ -363,6 +363,12 @@ def official_subset(
     idx = torch.randperm(n_total, generator=g)[:n].tolist()
     return idx[: len(idx) // batch_size * batch_size] if batch_size else idx
 
+
+BEN_AUTHORS_CONFIG = dict(  # the authors' zeroshot_bigearthnet.py: torchgeo's test split, random_split(27000) after seed 42,
+    split="test", subset=27000, seed=42, drop_last=True, batch_size=32,  # batches of 32 with drop_last (26,976),
+    bands=BEN_OFFICIAL_BANDS, stretch="minmax",  # image[1:4] = B02,B03,B04 as "RGB", joint min-max to uint8
+)
+
 # %% ../nbs/01d_benchmarks.ipynb
 BEN_SPLIT_REPO = ("https://git.tu-berlin.de/rsim/BigEarthNet-MM_19-classes_models/-/raw/"
                   "9a5be07346ab0884b2d9517475c27ef9db9b5104/splits")
@@ -386,6 +392,8 @@ def bigearthnet_split_file(
     meta = BEN_SPLITS[split]
     dest = cache_dir("bigearthnet") / meta["filename"]
     local = [Path(root) / meta["filename"], Path(root).parent / meta["filename"]] if root is not None else []
+    if dest.is_file() and _md5(dest) != meta["md5"]:
+        dest.unlink()  # a stale or damaged cached copy: fetch it again
     for f in [*local, dest]:
         if f.is_file():
             if _md5(f) != meta["md5"]:

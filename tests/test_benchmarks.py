@@ -13,7 +13,7 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader
 
-from senclip.benchmarks import (BEN43_TO_19, BEN19_CLASSES, BEN_OFFICIAL_BANDS, BEN_SPLITS, BadSampleError, BigEarthNet,
+from senclip.benchmarks import (BEN43_TO_19, BEN19_CLASSES, BEN_AUTHORS_CONFIG, BEN_OFFICIAL_BANDS, BEN_SPLITS, BadSampleError, BigEarthNet,
                                 EuroSAT, EUROSAT_COUNTS, LucasLandCover, collate_skip, download_eurosat,
                                 make_lucas_fixture, official_subset)
 from senclip.core import UserError, sample_dir
@@ -237,6 +237,11 @@ def test_bigearthnet_defaults_to_official_test_split(ben_split_server, tmp_path,
     n_requests = len(handler.requests_seen)
     assert BigEarthNet(sample_dir("bigearthnet")).patches == names
     assert len(handler.requests_seen) == n_requests
+    # a damaged cached copy is fetched again
+    monkeypatch.delenv("SENCLIP_OFFLINE")
+    cached.write_text("garbage\n")
+    assert BigEarthNet(sample_dir("bigearthnet")).patches == names
+    assert len(handler.requests_seen) == n_requests + 1
     # the whole archive only on request
     assert len(BigEarthNet(sample_dir("bigearthnet"), split="all")) == 6
 
@@ -305,8 +310,9 @@ def test_bigearthnet_authors_subset(tmp_path, monkeypatch):
         (root / names[k] / f"{names[k]}_labels_metadata.json").write_text(json.dumps({"labels": ["Port areas"]}))
     split = tmp_path / "bigearthnet-test.csv"
     split.write_text(_split_rows(names))
+    cfg = dict(BEN_AUTHORS_CONFIG, split=split)  # the authors' configuration on this list
     with pytest.warns(UserWarning, match="3 of the 26976 selected patches have no 19-class label"):
-        ds = BigEarthNet(root, split=split, subset=27000, seed=42, drop_last=True)
+        ds = BigEarthNet(root, **cfg)
     kept = [k for k in drawn[:26_976] if k not in drawn[10:13]]
     assert ds.indices == kept and ds.patches == [names[k] for k in kept]
     assert ds.dropped == [names[k] for k in drawn[10:13]]
