@@ -100,3 +100,15 @@ def test_sweep_authors_configuration(sample):
             got = sw[(sw.k == k) & (sw["mode"] == mode)]["accuracy"].item()
             assert got == pytest.approx(want, abs=1e-6), (k, mode)
     assert sw.attrs["rule"] == "class-mean" and sw.attrs["shift"] is True
+
+
+def test_mean_and_hhi_equal_authors(sample):
+    "The authors' mean_calc and prompt_score_conc_level(hhi_calc=True) on their cos/2+1 logits."
+    img, labels, bank = sample
+    S = (img @ bank.emb.T / 2 + 1).transpose(-1, 0).float()  # (P, N)
+    top = 100
+    mean = S.topk(top, dim=1).values.mean(dim=1) / (S.sum(dim=1) + 1e-6)
+    share = S / (S.sum(dim=1, keepdim=True) + 1e-6)
+    hhi = (share.gather(1, share.topk(top, dim=1).indices) ** 2).sum(dim=1)
+    np.testing.assert_allclose(prompt_weights(bank, "mean", img, topk_images=top), mean.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(prompt_weights(bank, "hhi", img, topk_images=top), hhi.numpy(), rtol=1e-5)
