@@ -6,29 +6,37 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import json
 import logging
 import os
 import pickle
 import re
+import struct
+import sys
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .core import (CLIP_MEAN, CLIP_STD, SENCLIP_MEAN, SENCLIP_STD, OfflineError, atomic_torch_save,
+from .core import (CLIP_MEAN, CLIP_STD, SENCLIP_MEAN, SENCLIP_STD, OfflineError, UserError, atomic_torch_save,
                           atomic_write, atomic_write_json, cache_dir, create_model, download_url, is_offline,
                           register_model_configs)
 
 log = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['log', 'CHECKPOINTS', 'WEIGHT_SUFFIXES', 'KNOWN_ARCHS', 'Checkpoint', 'register_checkpoint', 'list_checkpoints',
-           'pick_file', 'fetch_checkpoint', 'UnsafeCheckpointError', 'CheckpointFormatError', 'read_checkpoint',
-           'to_open_clip', 'arch_shapes', 'check_state_dict', 'infer_arch', 'ZeroShotModel', 'make_preprocess',
-           'load_clip', 'build_model', 'load', 'export_openai', 'export_safetensors']
+__all__ = ['log', 'CHECKPOINTS', 'CLIP_ARCHS', 'WEIGHT_SUFFIXES', 'TRUSTED_TORCHSCRIPT', 'KNOWN_ARCHS', 'Checkpoint',
+           'register_checkpoint', 'list_checkpoints', 'ArchitectureWarning', 'resolve_arch', 'pick_file',
+           'fetch_checkpoint', 'UnsafeCheckpointError', 'CheckpointFormatError', 'CorruptCheckpointError',
+           'read_torchscript', 'read_checkpoint', 'to_open_clip', 'arch_shapes', 'check_state_dict', 'infer_arch',
+           'ZeroShotModel', 'make_preprocess', 'load_clip', 'build_model', 'load', 'export_openai',
+           'export_safetensors']
 
 # %% ../nbs/02b_checkpoints.ipynb
 @dataclass(frozen=True)
@@ -101,6 +109,32 @@ register_checkpoint(Checkpoint("georsclip-vit-b-32", _VIT, "hf", repo="Zilun/Geo
 for _name in ("senclip-tiny-vit", "senclip-tiny-rn"):
     register_checkpoint(Checkpoint(_name, _name, "random", norm="senclip", family="random",
                                    description="tiny test architecture, random weights: numbers are not results"))
+
+# %% ../nbs/02b_checkpoints.ipynb
+CLIP_ARCHS = {  # the clip package's (and the authors') names -> open_clip's QuickGELU architecture
+    "RN50": "RN50-quickgelu", "RN101": "RN101-quickgelu", "RN50x4": "RN50x4-quickgelu",
+    "RN50x16": "RN50x16-quickgelu", "RN50x64": "RN50x64-quickgelu", "ViT-B/32": "ViT-B-32-quickgelu",
+    "ViT-B/16": "ViT-B-16-quickgelu", "ViT-L/14": "ViT-L-14-quickgelu", "ViT-L/14@336px": "ViT-L-14-336-quickgelu",
+}
+_PLAIN_GELU = {a[: -len("-quickgelu")] for a in CLIP_ARCHS.values()}  # their plain-GELU twins in open_clip
+
+
+class ArchitectureWarning(UserWarning):
+    "An architecture that loads the weights but computes something other than what they were trained with."
+
+
+def resolve_arch(
+    arch: str | None,  # open_clip architecture, or a clip package name such as 'ViT-B/32' or 'RN50'
+) -> str | None:
+    "The open_clip architecture `arch` means: the clip package's names are its QuickGELU models."
+    if arch is None or arch in CLIP_ARCHS.values():
+        return arch
+    if arch in CLIP_ARCHS:
+        return CLIP_ARCHS[arch]
+    if "/" in arch:
+        raise ValueError(f"Unknown architecture {arch!r}: the clip package's names are {list(CLIP_ARCHS)}; "
+                         "anything else takes open_clip's name (e.g. ViT-B-32-quickgelu)")
+    return arch
 
 # %% ../nbs/02b_checkpoints.ipynb
 WEIGHT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
@@ -198,13 +232,184 @@ def _is_torch_zip(path: Path) -> bool:
         return any(n.endswith(("data.pkl", "constants.pkl")) for n in z.namelist())
 
 # %% ../nbs/02b_checkpoints.ipynb
-class UnsafeCheckpointError(RuntimeError):
+class UnsafeCheckpointError(RuntimeError, UserError):
     "A checkpoint that cannot be read without running code from the file."
 
 
 class CheckpointFormatError(ValueError):
     "A checkpoint whose layout is not one senclip recognises, or does not fit the architecture."
 
+
+class CorruptCheckpointError(CheckpointFormatError, UserError):
+    "A checkpoint file that is truncated or damaged (an interrupted download or copy)."
+
+# %% ../nbs/02b_checkpoints.ipynb
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
+    "DoubleStorage": torch.float64, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+    "ComplexFloatStorage": torch.complex64, "ComplexDoubleStorage": torch.complex128,
+}
+
+
+class _ScriptObject:
+    "Stand-in for an instance of a TorchScript class: it records the state it is given and runs no code."
+    qualname = ""
+
+    def __init__(self, *args, **kwargs):
+        self.state = None
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<TorchScript object {self.qualname}>"
+
+
+class _StorageType:
+    "What a pickle's `torch.FloatStorage` (etc.) stands for here: its dtype."
+
+    def __init__(self, name: str):
+        self.name, self.dtype = name, _STORAGE_DTYPES[name]
+
+
+def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
+    "What `torch._utils._rebuild_tensor_v2` does, on a storage read by `_TorchScriptUnpickler`: a bounds-checked view."
+    if not isinstance(storage, torch.Tensor):
+        raise CheckpointFormatError(f"a tensor in data.pkl has no storage ({type(storage).__name__})")
+    return torch.as_strided(storage, tuple(size), tuple(stride), int(offset))
+
+
+def _same(x, *_):
+    return x
+
+
+_TS_CALLABLES = {  # the only globals a TorchScript data.pkl may name, each replaced by an inert function of ours
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("collections", "OrderedDict"): dict,
+    **{("torch.jit._pickle", f): _same for f in ("build_intlist", "build_doublelist", "build_boollist",
+                                                 "build_tensorlist", "build_complexlist", "restore_type_tag")},
+}
+
+
+class _TorchScriptUnpickler(pickle.Unpickler):
+    "Unpickles a TorchScript archive's data.pkl without running code from it."
+
+    def __init__(self, archive: zipfile.ZipFile, prefix: str, source: str):
+        super().__init__(io.BytesIO(archive.read(prefix + "data.pkl")))
+        self.archive, self.prefix, self.source = archive, prefix, source
+        self.classes: dict[str, type] = {}
+        self.storages: dict[str, torch.Tensor] = {}
+
+    def find_class(self, module: str, name: str):
+        if module == "__torch__" or module.startswith("__torch__."):
+            qual = f"{module}.{name}"
+            if qual not in self.classes:
+                self.classes[qual] = type(name, (_ScriptObject,), {"qualname": qual})
+            return self.classes[qual]
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(name)
+        if (module, name) in _TS_CALLABLES:
+            return _TS_CALLABLES[(module, name)]
+        raise UnsafeCheckpointError(f"{self.source}: its data.pkl calls {module}.{name}, which is not a tensor "
+                                    "rebuilder (senclip calls nothing else while reading a file)")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and isinstance(pid[1], _StorageType)):
+            raise CheckpointFormatError(f"{self.source}: unexpected storage reference {str(pid)[:100]} in data.pkl")
+        _, stype, key, _location, _numel = pid
+        if key not in self.storages:
+            raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
+            n = len(raw) // stype.dtype.itemsize
+            self.storages[key] = (torch.frombuffer(raw, dtype=stype.dtype, count=n) if n
+                                  else torch.empty(0, dtype=stype.dtype))
+        return self.storages[key]
+
+# %% ../nbs/02b_checkpoints.ipynb
+def _script_class(archive: zipfile.ZipFile, prefix: str, qualname: str, source: str) -> dict:
+    "A TorchScript class's parameters, buffers, methods and whether it is a module, from its source (parsed, not run)."
+    import ast
+
+    module, _, name = qualname.rpartition(".")
+    fname = f"{prefix}code/{module.replace('.', '/')}.py"
+    try:
+        tree = ast.parse(archive.read(fname).decode())
+    except KeyError:
+        raise CheckpointFormatError(f"{source}: the source of class {qualname} ({fname}) is missing") from None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            info = dict(parameters=[], buffers=None, module=any(getattr(b, "id", "") == "Module" for b in node.bases),
+                        methods={f.name for f in node.body if isinstance(f, ast.FunctionDef)})
+            for st in node.body:
+                if (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
+                        and st.targets[0].id in ("__parameters__", "__buffers__")):
+                    info[st.targets[0].id.strip("_")] = list(ast.literal_eval(st.value))
+            return info
+    raise CheckpointFormatError(f"{source}: class {qualname} is not defined in {fname}")
+
+
+def read_torchscript(
+    path: str | Path,  # TorchScript archive (torch.jit.save), e.g. OpenAI's ViT-B-32.pt
+) -> dict:
+    "The state dict `torch.jit.load(path).state_dict()` gives, read without running code from the archive."
+    path = Path(path)
+    with zipfile.ZipFile(path) as z:
+        pkl = [n for n in z.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pkl) != 1:
+            raise CheckpointFormatError(f"{path}: not a TorchScript archive (no single <name>/data.pkl)")
+        prefix = pkl[0][: -len("data.pkl")]
+        if f"{prefix}byteorder" in z.namelist() and z.read(f"{prefix}byteorder").decode().strip() != sys.byteorder:
+            raise CheckpointFormatError(f"{path}: its tensors are stored {z.read(f'{prefix}byteorder').decode()}-endian, "
+                                        f"this machine is {sys.byteorder}-endian")
+        up = _TorchScriptUnpickler(z, prefix, str(path))
+        root = up.load()
+        classes = {q: _script_class(z, prefix, q, str(path)) for q in up.classes}
+    runs = sorted(q for q, c in classes.items() if "__setstate__" in c["methods"])
+    if runs:
+        raise UnsafeCheckpointError(f"{path}: class {runs[0]} of this TorchScript archive defines __setstate__, code "
+                                    "that torch.jit.load would run while loading; senclip does not run it")
+    if not isinstance(root, _ScriptObject) or not classes[root.qualname]["module"]:
+        raise CheckpointFormatError(f"{path}: data.pkl holds {root!r:.80}, not a TorchScript module")
+    sd, seen = {}, set()
+
+    def walk(obj: _ScriptObject, name: str):  # a module's parameters, then its buffers, then its submodules
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        state, cls = obj.state, classes[obj.qualname]
+        if not isinstance(state, dict):
+            raise UnsafeCheckpointError(f"{path}: {obj.qualname} keeps its state as {type(state).__name__}, not as "
+                                        "named attributes (a custom __getstate__)")
+        params = cls["parameters"]
+        buffers = cls["buffers"]
+        if buffers is None:  # sources that do not list buffers: every other tensor attribute is one
+            buffers = [k for k, v in state.items() if isinstance(v, torch.Tensor) and k not in params]
+        for k in [k for k in state if k in params] + [k for k in state if k in buffers]:
+            if state[k] is None:
+                continue
+            if not isinstance(state[k], torch.Tensor):
+                raise CheckpointFormatError(f"{path}: {obj.qualname}.{k} is a {type(state[k]).__name__}, not a tensor")
+            sd[name + k] = state[k]
+        for k, v in state.items():
+            if isinstance(v, _ScriptObject) and classes[v.qualname]["module"]:
+                walk(v, f"{name}{k}.")
+
+    walk(root, "")
+    return sd
+
+# %% ../nbs/02b_checkpoints.ipynb
+TRUSTED_TORCHSCRIPT = {  # sha256 -> file: OpenAI's published CLIP archives (the sha256 is in their download URL)
+    "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762": "OpenAI CLIP RN50 (RN50.pt)",
+    "8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599": "OpenAI CLIP RN101 (RN101.pt)",
+    "7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd": "OpenAI CLIP RN50x4 (RN50x4.pt)",
+    "52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa": "OpenAI CLIP RN50x16 (RN50x16.pt)",
+    "be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c": "OpenAI CLIP RN50x64 (RN50x64.pt)",
+    "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af": "OpenAI CLIP ViT-B/32 (ViT-B-32.pt)",
+    "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f": "OpenAI CLIP ViT-B/16 (ViT-B-16.pt)",
+    "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836": "OpenAI CLIP ViT-L/14 (ViT-L-14.pt)",
+    "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02": "OpenAI CLIP ViT-L/14@336px (ViT-L-14-336px.pt)",
+}
 
 _SAFE_GLOBALS = []
 try:
@@ -215,14 +420,38 @@ except Exception:  # pragma: no cover
     pass
 
 
-def read_checkpoint(
-    path: str | Path,  # .safetensors, torch.save file (.ckpt/.pt/.pth/.bin) or TorchScript archive
-) -> tuple[dict, dict]:
-    "(flat dict of tensors, metadata) from a checkpoint file, read without running code from it."
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist")
-    meta: dict = {}
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 22):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _read_torchscript_file(path: Path, trust_torchscript: bool) -> tuple[dict, dict]:
+    "A TorchScript archive: the safe reader; torch.jit.load only for a file the caller or the registry trusts."
+    try:
+        return read_torchscript(path), {"format": "torchscript", "reader": "restricted unpickler"}
+    except UnsafeCheckpointError as e:
+        why = str(e).removeprefix(f"{path}: ")
+    sha = _sha256(path)
+    if not (trust_torchscript or sha in TRUSTED_TORCHSCRIPT):
+        out = path.with_name(path.stem + ".state_dict.pt")
+        raise UnsafeCheckpointError(
+            f"Refused to load {path}: it is a TorchScript archive that cannot be read without running code from it "
+            f"({why}), and its sha256 {sha[:16]}... is not one of OpenAI's published CLIP files. If you trust the "
+            f"file, pass trust_torchscript=True (--trust_torchscript on the command line), or convert it once: "
+            f"python -c \"import torch; torch.save(torch.jit.load('{path}', map_location='cpu').state_dict(), "
+            f"'{out}')\" and load {out.name}.") from None
+    log.warning("%s: reading with torch.jit.load (%s), which runs the archive's code",
+                path, TRUSTED_TORCHSCRIPT.get(sha, "trust_torchscript=True"))
+    with warnings.catch_warnings():  # torch.jit.load's deprecation notice is not actionable here
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=FutureWarning)
+        sd = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    return sd, {"format": "torchscript", "reader": "torch.jit.load"}
+
+
+def _read(path: Path, trust_torchscript: bool) -> tuple[dict, dict]:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -232,18 +461,14 @@ def read_checkpoint(
         return sd, meta
     if zipfile.is_zipfile(path) and _is_torch_zip(path):
         with zipfile.ZipFile(path) as z:
-            is_jit = any(n.endswith("constants.pkl") for n in z.namelist())
-        if is_jit:  # OpenAI's original release: only torch.jit can read it (deprecated in torch, not actionable here)
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=FutureWarning)
-                sd = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-            return sd, {"format": "torchscript"}
+            if any(n.endswith("constants.pkl") for n in z.namelist()):
+                return _read_torchscript_file(path, trust_torchscript)
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():  # not a refusal: a damaged file (handled by the caller)
+            raise
         why = re.search(r"(Unsupported global: GLOBAL \S+|Unsupported operand \S+|Trying to \S+ .*)", str(e))
         raise UnsafeCheckpointError(
             f"Refused to load {path}: it is a pickle that needs code execution to load "
@@ -251,7 +476,38 @@ def read_checkpoint(
             "senclip only reads checkpoints with torch.load(weights_only=True) or safetensors. If you trust the "
             "file, convert it once: torch.save(torch.load(f, weights_only=False)['state_dict'], 'weights.pt')."
         ) from None
-    return _unwrap(obj, path), meta
+    return _unwrap(obj, path), {}
+
+
+_CORRUPT = re.compile(r"PytorchStreamReader|unexpected EOF|corrupt|central directory|truncated|invalid load key|"
+                      r"ran out of input|header|not fully covered|Bad CRC|Bad magic|incomplete", re.I)
+
+
+def read_checkpoint(
+    path: str | Path,  # .safetensors, torch.save file (.ckpt/.pt/.pth/.bin) or TorchScript archive
+    trust_torchscript: bool = False,  # allow torch.jit.load (runs the file's code) for archives the safe reader refuses
+) -> tuple[dict, dict]:
+    "(flat dict of tensors, metadata) from a checkpoint file, read without running code from it."
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist")
+    try:
+        return _read(path, trust_torchscript)
+    except (UnsafeCheckpointError, CheckpointFormatError, MemoryError):
+        raise
+    except Exception as e:
+        from safetensors import SafetensorError
+
+        broken = (SafetensorError, EOFError, zipfile.BadZipFile, zlib.error, struct.error, pickle.UnpicklingError)
+        if not (isinstance(e, broken) or (isinstance(e, RuntimeError) and _CORRUPT.search(str(e)))):
+            raise
+        what = " ".join(str(e).split())[:160] or type(e).__name__
+        real = path.resolve()
+        where = f" (the file itself: {real})" if real != path.absolute() else ""
+        raise CorruptCheckpointError(
+            f"{path} is truncated or corrupt ({path.stat().st_size:,} bytes; {type(e).__name__}: {what}). An "
+            f"interrupted download or copy leaves such files: delete it{where} and download or export it again."
+        ) from e
 
 
 def _unwrap(obj, path) -> dict:
@@ -400,12 +656,16 @@ def load_clip(
     path: str | Path,  # checkpoint file
     source: str = "",  # for messages
     hint: str | None = None,  # an architecture to try first when none is given or recorded (e.g. from a config.json)
+    trust_torchscript: bool = False,  # allow torch.jit.load (runs the file's code) for archives the safe reader refuses
 ) -> tuple[nn.Module, str, dict]:
     "(fp32 open_clip model with the weights of `path` loaded strictly, arch, metadata)."
-    sd, meta = read_checkpoint(path)
+    sd, meta = read_checkpoint(path, trust_torchscript=trust_torchscript)
     sd, dropped = to_open_clip(sd, source or str(path))
     if dropped:
         log.info("%s: ignored %d non-CLIP tensors, e.g. %s", path, len(dropped), dropped[:5])
+    arch = resolve_arch(arch)
+    if arch in _PLAIN_GELU and meta.get("arch") != arch:
+        _warn_plain_gelu(arch, source or str(path))
     if not arch and meta.get("arch"):
         arch = meta["arch"]
     if not arch and hint and arch_shapes(hint) == {k: tuple(v.shape) for k, v in sd.items()}:
@@ -413,6 +673,17 @@ def load_clip(
     arch = arch or infer_arch(sd)
     check_state_dict(sd, arch, source or str(path))
     return build_model(arch, sd), arch, meta
+
+
+def _warn_plain_gelu(arch: str, source: str):
+    "Warn that open_clip's plain-GELU `arch` is about to run OpenAI-format weights, and what that changes."
+    clip_name = next(k for k, v in CLIP_ARCHS.items() if v == f"{arch}-quickgelu")
+    warnings.warn(
+        f"{source}: arch={arch!r} is open_clip's plain GELU variant, but this is an OpenAI-format CLIP state dict; "
+        f"OpenAI's {clip_name} and the models fine-tuned from it (SenCLIP, RemoteCLIP, GeoRSCLIP, SkyCLIP) use "
+        f"QuickGELU, so every image and text embedding will differ from theirs (by about 1 %) and zero-shot "
+        f"predictions will shift. Pass arch={arch + '-quickgelu'!r} (or the clip name {clip_name!r}) unless these "
+        "weights were trained with plain GELU.", ArchitectureWarning, stacklevel=3)
 
 
 def build_model(
@@ -461,7 +732,7 @@ def _config_arch(config: dict) -> str | None:
     for k in ("arch", "architecture", "model_name", "model_arch", "clip_model", "backbone"):
         v = config.get(k)
         if isinstance(v, str):
-            v = v.replace("/", "-")
+            v = resolve_arch(v) if v in CLIP_ARCHS else v.replace("/", "-")
             return v if v in KNOWN_ARCHS or v.endswith("quickgelu") or v.startswith("senclip") else v + "-quickgelu"
     return None
 
@@ -471,6 +742,7 @@ def load(
     device: str | torch.device = "cpu",
     arch: str | None = None,  # force the architecture (local files only)
     norm: str | None = None,  # senclip | clip: force the normalisation (default: the checkpoint's)
+    trust_torchscript: bool = False,  # allow torch.jit.load (runs the file's code) for archives the safe reader refuses
 ) -> ZeroShotModel:
     "A checkpoint by name or path as a ZeroShotModel (fp32, eval mode, on `device`)."
     import open_clip
@@ -482,7 +754,7 @@ def load(
         model, arch, meta, random_weights = create_model(ckpt.arch), ckpt.arch, {}, True
     elif ckpt is not None:
         path = fetch_checkpoint(ckpt)
-        model, arch, meta = load_clip(arch or ckpt.arch, path, ckpt.name)
+        model, arch, meta = load_clip(arch or ckpt.arch, path, ckpt.name, trust_torchscript=trust_torchscript)
     elif Path(key).expanduser().exists():
         path, config = Path(key).expanduser(), {}
         if path.is_dir():
@@ -490,13 +762,15 @@ def load(
         else:
             sidecar = path.with_suffix(".json")
             config = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-        model, arch, meta = load_clip(arch or config.get("arch"), path, hint=_config_arch(config))
+        model, arch, meta = load_clip(arch or config.get("arch"), path, hint=_config_arch(config),
+                                      trust_torchscript=trust_torchscript)
         meta = {**config, **meta}
         random_weights = meta.get("random_weights") in (True, "true")  # exported from a random-weights model
     else:
         register_model_configs()
-        if key in open_clip.list_models():
-            model, arch, meta, random_weights = create_model(key), key, {}, True
+        if key in CLIP_ARCHS or key in open_clip.list_models():
+            arch = resolve_arch(key)
+            model, meta, random_weights = create_model(arch), {}, True
         else:
             raise FileNotFoundError(f"{key!r} is neither a registered checkpoint ({', '.join(list_checkpoints())}), "
                                     "a local file or folder, nor an open_clip architecture")
