@@ -92,13 +92,13 @@ def write_class_map(
     import rasterio
 
     colors = class_colors(len(classnames))
-    with atomic_path(path, check=readback_check(1, *classes.shape)) as tmp:
+    tags = {"CLASSES": json.dumps(list(classnames)), **{f"CLASS_{i}": n for i, n in enumerate(classnames)}, **(tags or {})}
+    with atomic_path(path, check=readback_check(1, *classes.shape, crs=crs, transform=transform, tags=tags)) as tmp:
         with rasterio.open(tmp, "w", driver="GTiff", width=classes.shape[1], height=classes.shape[0], count=1,
                            dtype="uint8", crs=crs, transform=transform, nodata=NODATA_CLASS, compress="deflate") as dst:
             dst.write(classes.astype(np.uint8), 1)
             dst.write_colormap(1, {**{i: (*c, 255) for i, c in enumerate(colors)}, NODATA_CLASS: (0, 0, 0, 0)})
-            dst.update_tags(CLASSES=json.dumps(list(classnames)),
-                            **{f"CLASS_{i}": n for i, n in enumerate(classnames)}, **(tags or {}))
+            dst.update_tags(**tags)
             dst.set_band_description(1, "class index (255 = no data)")
     return Path(path)
 
@@ -114,13 +114,14 @@ def write_float_map(
     "A float32 GeoTIFF (NaN = no data) with named bands."
     import rasterio
 
-    with atomic_path(path, check=readback_check(*data.shape)) as tmp:
+    tags = tags or {}
+    with atomic_path(path, check=readback_check(*data.shape, crs=crs, transform=transform, tags=tags)) as tmp:
         with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
                            dtype="float32", crs=crs, transform=transform, nodata=float("nan"), compress="deflate") as dst:
             dst.write(data.astype(np.float32))
             for b, n in enumerate(names, 1):
                 dst.set_band_description(b, n)
-            dst.update_tags(**(tags or {}))
+            dst.update_tags(**tags)
     return Path(path)
 
 # %% ../nbs/05_mapping.ipynb
@@ -207,8 +208,8 @@ def map_scene(
         problem = sc.georeference_problem()
         if problem and not allow_no_crs:
             raise UserError(f"{', '.join(sc.files)}: the scene has {problem}, so its map could not be placed on the "
-                            "Earth; use the georeferenced Sentinel-2 files, add a CRS (gdal_edit.py -a_srs EPSG:<code> "
-                            "<file>), or pass allow_no_crs=True (--allow_no_crs) for a map in the scene's pixel grid")
+                            "Earth; use the georeferenced Sentinel-2 files, add them (gdal_edit.py -a_srs EPSG:<code> "
+                            "[-a_ullr <ulx> <uly> <lrx> <lry>] <file>), or pass allow_no_crs=True (--allow_no_crs) for a map in the scene's pixel grid")
         georef = "scene" if not problem else (f"none: the scene has {problem}; mapped with allow_no_crs, so positions "
                                               "are the scene's pixel grid, not coordinates on the Earth")
         if problem:

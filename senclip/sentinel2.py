@@ -286,17 +286,36 @@ def cloud_bands(scene: Scene, test: str = "auto") -> tuple[str, list[str]]:
     return "none", []
 
 
-def readback_check(count: int, height: int, width: int):
-    "A `check=` for `core.atomic_path`: the written raster opens with `count` bands of `height` x `width` px and every pixel decodes."
+def readback_check(
+    count: int,  # bands written
+    height: int,
+    width: int,
+    crs=None,  # the CRS written (only its presence is compared: GeoTIFF may spell it differently)
+    transform=None,  # the geotransform written (None = not checked)
+    tags: dict | None = None,  # dataset tags written (each must read back equal)
+):
+    "A `check=` for `core.atomic_path`: the raster reads back as written (size, georeference, tags, every pixel)."
     def check(path: Path):
-        import rasterio
+        import warnings
 
-        with rasterio.open(path) as ds:  # GDAL does not raise on a full disk: it leaves short or empty files
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)  # GDAL does not raise on a full disk: it leaves short or empty files
+        with ds:
             if (ds.count, ds.height, ds.width) != (count, height, width):
                 raise OSError(f"it has {ds.count} band(s) of {ds.height}x{ds.width} px, not {count} of {height}x{width}")
             why = _truncation(ds, path)
             if why:
                 raise OSError(why)
+            if (ds.crs is None) != (crs is None) or (transform is not None and not ds.transform.almost_equals(transform)):
+                raise OSError("its georeference did not read back (the file is cut short)")
+            have = ds.tags()
+            lost = [k for k, v in (tags or {}).items() if have.get(k, "") != str(v)]  # GDAL drops empty values
+            if lost:
+                raise OSError(f"its tags {lost} did not read back (the file is cut short)")
             ds.read()
 
     return check
@@ -306,12 +325,13 @@ def _write_patch(path: Path, data: np.ndarray, bands, crs, transform, nodata, ta
     "Write a GeoTIFF atomically (temporary file in the same folder, read back, then renamed)."
     import rasterio
 
-    with atomic_path(path, check=readback_check(*data.shape)) as tmp:
+    tags = {k: str(v) for k, v in tags.items()}
+    with atomic_path(path, check=readback_check(*data.shape, crs=crs, transform=transform, tags=tags)) as tmp:
         with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
                            dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, compress="deflate") as dst:
             dst.write(data)
             dst.descriptions = tuple(bands)
-            dst.update_tags(**{k: str(v) for k, v in tags.items()})
+            dst.update_tags(**tags)
 
 
 def _patch_key(scene: Scene, size: int, bands: Sequence[str], cloud_test: str, row: int, col: int) -> str:
@@ -379,7 +399,7 @@ def cut_patches(
         if problem:
             raise UserError(f"{', '.join(scene.files)}: the raster has {problem}, so points in latitude/longitude cannot "
                             "be placed on it; use the georeferenced Sentinel-2 files (GeoTIFF/COG/JP2 with a CRS and a "
-                            "geotransform) or add them with gdal_translate -a_srs EPSG:<code> -a_ullr <ulx> <uly> <lrx> <lry>")
+                            "geotransform) or add them: gdal_edit.py -a_srs EPSG:<code> -a_ullr <ulx> <uly> <lrx> <lry> <file>")
         if out_dir is not None:
             ensure_writable(out_dir)  # before any window is read
         lon = points["lon"].to_numpy(float)
