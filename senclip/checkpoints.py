@@ -432,14 +432,14 @@ def _read_torchscript_file(path: Path, trust_torchscript: bool) -> tuple[dict, d
     "A TorchScript archive: the safe reader; torch.jit.load only for a file the caller or the registry trusts."
     try:
         return read_torchscript(path), {"format": "torchscript", "reader": "restricted unpickler"}
-    except UnsafeCheckpointError as e:
+    except (UnsafeCheckpointError, CheckpointFormatError) as e:  # not a damaged file: those raise other errors
         why = str(e).removeprefix(f"{path}: ")
     sha = _sha256(path)
     if not (trust_torchscript or sha in TRUSTED_TORCHSCRIPT):
         out = path.with_name(path.stem + ".state_dict.pt")
         raise UnsafeCheckpointError(
-            f"Refused to load {path}: it is a TorchScript archive that cannot be read without running code from it "
-            f"({why}), and its sha256 {sha[:16]}... is not one of OpenAI's published CLIP files. If you trust the "
+            f"Refused to load {path}: it is a TorchScript archive that senclip cannot read without running code from "
+            f"it ({why}), and its sha256 {sha[:16]}... is not one of OpenAI's published CLIP files. If you trust the "
             f"file, pass trust_torchscript=True (--trust_torchscript on the command line), or convert it once: "
             f"python -c \"import torch; torch.save(torch.jit.load('{path}', map_location='cpu').state_dict(), "
             f"'{out}')\" and load {out.name}.") from None
