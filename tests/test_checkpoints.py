@@ -240,7 +240,7 @@ def test_skyclip_zip_over_http(http_server, tmp_path, monkeypatch):
 
 
 def test_torchscript_archive(tmp_path):
-    "OpenAI's original .pt files are TorchScript archives: read with torch.jit.load, exact weights."
+    "OpenAI's original .pt files are TorchScript archives: read without running their code, exact weights."
     import warnings
 
     src = make.random_clip("senclip-tiny-vit", seed=3)
