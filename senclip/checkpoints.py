@@ -339,7 +339,8 @@ def _script_class(archive: zipfile.ZipFile, prefix: str, qualname: str, source: 
         raise CheckpointFormatError(f"{source}: the source of class {qualname} ({fname}) is missing") from None
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == name:
-            info = dict(parameters=[], buffers=None, module=any(getattr(b, "id", "") == "Module" for b in node.bases),
+            bases = {getattr(b, "id", None) or getattr(b, "attr", None) for b in node.bases}
+            info = dict(parameters=[], buffers=None, module="Module" in bases,
                         methods={f.name for f in node.body if isinstance(f, ast.FunctionDef)})
             for st in node.body:
                 if (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
