@@ -56,6 +56,7 @@ class Preset:
     # --- optimisation
     lr: float = 1e-4
     weight_decay: float = 0.2
+    decay_all: bool = False  # True: weight decay on every trainable parameter (the authors' code: biases, norms and the logit scale too); False: weight matrices only
     batch_size: int = 32
     epochs: int = 20
     step_size: int = 5  # StepLR step (epochs)
@@ -124,6 +125,7 @@ PRESETS: dict[str, Preset] = {
         learn_temperature=True,
         lr=1e-4,
         weight_decay=0.2,
+        decay_all=True,
         epochs=100,
         step_size=10,
         augment="official",

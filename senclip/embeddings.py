@@ -20,7 +20,8 @@ from .core import atomic_write, create_model, get_device, sample_dir
 from .lucas import DIRECTIONS
 
 # %% auto 0
-__all__ = ['LUCAS_EMB_FILES', 'EmbeddingStore', 'ImageTower', 'load_image_tower', 'embed_photos', 'read_lucas_embeddings']
+__all__ = ['LUCAS_EMB_FILES', 'EmbeddingStore', 'check_store_model', 'ImageTower', 'load_image_tower', 'embed_photos',
+           'read_lucas_embeddings']
 
 # %% ../nbs/01c_embeddings.ipynb
 class EmbeddingStore:
@@ -67,6 +68,11 @@ class EmbeddingStore:
         i = self.index(point_id)
         return self.embeddings[i], self.mask[i]
 
+    def nonfinite_ids(self) -> list[str]:
+        "Ids of the points with any NaN or infinite value (masked views included: a mean pools them as 0 * NaN)."
+        bad = ~torch.isfinite(self.embeddings.float()).flatten(1).all(1)
+        return [self.ids[i] for i in bad.nonzero().flatten().tolist()]
+
     def subset(self, ids: Sequence[str]) -> "EmbeddingStore":
         "A store with only `ids`, in that order."
         rows = [self.index(i) for i in ids]
@@ -101,6 +107,49 @@ class EmbeddingStore:
     def __repr__(self):
         return (f"EmbeddingStore({len(self)} points, D={self.dim}, {self.embeddings.dtype}, model={self.model_name!r}, "
                 f"photos={int(self.mask.sum())}/{self.mask.numel()})")
+
+# %% ../nbs/01c_embeddings.ipynb
+def _model_tag(arch: str, pretrained: str) -> tuple[str, str]:
+    "(architecture without -quickgelu, canonical weights tag) for comparing stores with runs."
+    a = str(arch or "").strip().lower().removesuffix("-quickgelu")
+    w = str(pretrained or "").strip()
+    try:
+        from senclip.checkpoints import CHECKPOINTS
+
+        c = CHECKPOINTS.get(w.lower())
+    except ImportError:
+        c = None
+    if c is not None:
+        a = a or c.arch.lower().removesuffix("-quickgelu")
+        w = {"clip": "openai", "random": ""}.get(c.family, c.name)
+    return a, w.lower()
+
+
+def check_store_model(
+    store: EmbeddingStore,
+    arch: str,  # the training run's open_clip architecture
+    pretrained: str,  # the training run's weights tag ('' = random init)
+    path: str | Path = "the store",  # names the store in messages
+    allow_foreign: bool = False,  # return a warning instead of raising
+) -> str:
+    "'' when `store` was made by `arch`/`pretrained`; else a UserError (or, with `allow_foreign`, the warning text)."
+    from senclip.core import UserError
+
+    run = f"{arch}/{pretrained or 'random init'}"
+    if not any(store.meta.get(k) for k in ("arch", "model_name", "pretrained", "random_weights")):
+        problem = (f"{path} has no model metadata (arch/pretrained): nothing says its ground embeddings come from "
+                   f"{run}, the model this run trains")
+    else:
+        have = _model_tag(store.arch or store.model_name.split("/")[0], store.pretrained)
+        if have == _model_tag(arch, pretrained):
+            return ""
+        problem = (f"{path}: the ground embeddings were made by {store.arch or store.model_name}/"
+                   f"{store.pretrained or 'random init'} but this run trains {run}")
+    if allow_foreign:
+        return problem + " (allowed by allow_foreign_embeddings)"
+    raise UserError(f"{problem}; rebuild the store with `senclip_pairs --model {arch} --pretrained "
+                    f"{pretrained or chr(39) * 2}`, or pass --allow_foreign_embeddings "
+                    "(allow_foreign_embeddings=True) if this is intended")
 
 # %% ../nbs/01c_embeddings.ipynb
 @dataclass

@@ -16,8 +16,8 @@ from .checkpoints import (CHECKPOINTS, ZeroShotModel, export_openai, export_safe
                                  load, load_clip)
 
 # %% auto 0
-__all__ = ['POOLINGS', 'NEGATIVES', 'TRAINABLE', 'ProjectionHead', 'check_mask', 'GroundPool', 'concat_all_gather', 'SenCLIP',
-           'build_senclip', 'load_backbone', 'linear_patch_embed']
+__all__ = ['POOLINGS', 'NEGATIVES', 'TRAINABLE', 'ProjectionHead', 'check_mask', 'GroundPool', 'concat_all_gather',
+           'gather_with_grad', 'SenCLIP', 'build_senclip', 'load_backbone', 'linear_patch_embed']
 
 # %% ../nbs/02a_model.ipynb
 class ProjectionHead(nn.Module):
@@ -107,6 +107,38 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
     out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
+
+# %% ../nbs/02a_model.ipynb
+class _GatherWithGrad(torch.autograd.Function):
+    "All-gather along dim 0; backward: the sum over ranks of the gradient of this rank's slice."
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        ctx.rank, ctx.n = dist.get_rank(), x.shape[0]
+        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return torch.cat(out, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # every rank's loss terms that involve this rank's rows
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
+
+
+def gather_with_grad(
+    x: torch.Tensor,  # (b, ...) this rank's rows; the same shape on every rank
+) -> tuple[torch.Tensor, int]:
+    "(rows of all ranks concatenated in rank order, index of this rank's first row); gradients reach every rank's rows."
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    return _GatherWithGrad.apply(x), dist.get_rank() * x.shape[0]
 
 # %% ../nbs/02a_model.ipynb
 NEGATIVES = ("queue", "batch", "queue+batch")
@@ -208,8 +240,9 @@ class SenCLIP(nn.Module):
         logits, labels = self.logits(sat, key)
         loss = F.cross_entropy(logits, labels)
         if self.symmetric:
-            rev = self.scale() * key @ sat.t()  # ground -> satellite, in-batch negatives
-            loss = (loss + F.cross_entropy(rev, torch.arange(len(key), device=key.device))) / 2
+            sats, first = gather_with_grad(sat)  # ground -> satellite, in-batch negatives of the global batch
+            rev = self.scale() * key @ sats.t()
+            loss = (loss + F.cross_entropy(rev, first + torch.arange(len(key), device=key.device))) / 2
         if self.training:
             self.enqueue(key)
         return dict(loss=loss, logits=logits, labels=labels, sat=sat, key=key)
@@ -222,9 +255,10 @@ class SenCLIP(nn.Module):
         if self.negatives == "queue":
             parts.append((sat * key).sum(-1, keepdim=True))
             labels = torch.zeros(B, dtype=torch.long, device=sat.device)
-        else:
-            parts.append(sat @ key.t())
-            labels = torch.arange(B, device=sat.device)
+        else:  # in-batch negatives: the keys of the whole global batch (all DDP ranks)
+            keys, first = gather_with_grad(key)
+            parts.append(sat @ keys.t())
+            labels = first + torch.arange(B, device=sat.device)
         if "queue" in self.negatives:
             neg = sat @ self.queue.detach().clone().t()  # clone: enqueue() writes the buffer before backward
             parts.append(neg.masked_fill(~self.queue_valid.clone(), float("-inf")))

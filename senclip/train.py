@@ -15,27 +15,23 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
-import torch.nn as nn
 from fastcore.script import Param, call_parse, store_true
-from torch.utils.data import DataLoader, Dataset
 
-from .model import linear_patch_embed
-from .core import Preset, atomic_write_json, get_device, get_preset, run_metadata, sample_dir, seed_everything
-from senclip.train_parts import (
-    GlobalBatchSampler, TrainStep, TrainTransform, load_checkpoint, param_groups, rng_state, save_checkpoint, set_rng_state,
-)
+from .core import (Preset, UserError, atomic_write_json, cli_errors, get_device, get_preset, run_metadata,
+                          sample_dir, seed_everything)
 
 # %% auto 0
-__all__ = ['dist_setup', 'CheckedPairs', 'RunLog', 'EuroSATSampleVal', 'train', 'export_run', 'sample_pairs', 'parse_overrides',
-           'senclip_train']
+__all__ = ['RESUME_MAY_CHANGE', 'dist_setup', 'CheckedPairs', 'RunLog', 'EuroSATSampleVal', 'train', 'export_run', 'sample_pairs',
+           'parse_overrides', 'senclip_train']
 
 # %% ../nbs/03b_train.ipynb
 def dist_setup(
     device: str = "auto",  # auto | cpu | cuda | cuda:N
 ) -> tuple[int, int, int, torch.device]:
     "Start torch.distributed from torchrun's environment when WORLD_SIZE > 1; returns (rank, local_rank, world, device)."
+    import torch
+    import torch.distributed as dist
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -51,6 +47,8 @@ def dist_setup(
 def _all_gather_objects(obj, world: int) -> list:
     if world == 1:
         return [obj]
+    import torch.distributed as dist
+
     out = [None] * world
     dist.all_gather_object(out, obj)
     return out
@@ -59,12 +57,15 @@ def _all_gather_objects(obj, world: int) -> list:
 def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
     if world == 1:
         return flag
+    import torch
+    import torch.distributed as dist
+
     t = torch.tensor([int(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
 # %% ../nbs/03b_train.ipynb
-class CheckedPairs(Dataset):
+class CheckedPairs:
     "Wrap a pair dataset: a sample that fails to load is a clear error, or (on_bad='skip') is replaced and counted."
 
     def __init__(
@@ -106,6 +107,8 @@ class CheckedPairs(Dataset):
                     ) from e
                 errors.append(f"{j}: {e}")
                 continue
+            import torch
+
             s = dict(s)
             s["skipped"] = torch.tensor(int(k > 0))
             return s
@@ -173,6 +176,8 @@ class EuroSATSampleVal:
         root: str | Path | None = None,  # EuroSAT folder (holding 2750/); default: data/sample/eurosat
         template: str = "a centered satellite photo of {}.",
     ):
+        import torch
+
         from senclip.benchmarks import EuroSAT
 
         ds = EuroSAT(root or sample_dir("eurosat"))
@@ -181,10 +186,16 @@ class EuroSATSampleVal:
         self.labels = torch.tensor(ds.targets)
         self._text = None
 
-    @torch.no_grad()
     def __call__(self, model: nn.Module, device: torch.device | str = "cpu", batch_size: int = 256) -> float:
         "Top-1 accuracy (0..1) of `model` (a SenCLIP: encode_image + clip.encode_text)."
+        import torch
+
+        with torch.no_grad():
+            return self._top1(model, device, batch_size)
+
+    def _top1(self, model, device, batch_size: int) -> float:
         import open_clip
+        import torch
         import torch.nn.functional as F
 
         from senclip.core import register_model_configs
@@ -242,6 +253,8 @@ def _resolve_resume(resume, ckdir: Path) -> Path | None:
 
 
 def _amp_dtype(precision: str, dev: torch.device):
+    import torch
+
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     if dev.type != "cuda" or precision == "fp32":
@@ -249,9 +262,10 @@ def _amp_dtype(precision: str, dev: torch.device):
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
-@torch.no_grad()
 def _fill_queue(model, data, p: Preset, rank: int, world: int, dev: torch.device) -> int:
     "queue_init='ground': fill the queue with real pooled keys of pairs drawn with the run's seed (before step 1)."
+    import torch
+
     if "queue" not in p.negatives or p.queue_init != "ground":
         return 0
     n = min(p.queue_size, len(data)) // world * world
@@ -267,8 +281,76 @@ def _fill_queue(model, data, p: Preset, rank: int, world: int, dev: torch.device
         samples = [data[j] for j in mine]
         ground = torch.stack([s["ground"] for s in samples]).to(dev)
         mask = torch.stack([torch.as_tensor(s["mask"]) for s in samples]).to(dev)
-        model.fill_queue(ground, mask)
+        with torch.no_grad():
+            model.fill_queue(ground, mask)
     return int(model.queue_valid.sum())
+
+
+# preset fields a resumed run can take from the command line; every other field is fixed by the checkpoint
+RESUME_MAY_CHANGE = ("epochs", "num_workers", "description", "scoring", "prompts")
+
+
+def _resume_changes(
+    p: Preset,  # the preset this run was asked for
+    ck_preset: dict | None,  # the checkpoint's preset (Preset.to_dict())
+    ck_path: Path,  # names the checkpoint in the error
+) -> dict:
+    "{field: [checkpoint value, new value]} of the changes a resumed run honours; UserError naming those it cannot."
+    import dataclasses
+    import json
+
+    if not ck_preset:
+        return {}
+    norm = lambda v: json.loads(json.dumps(v, default=str))
+    defaults = {f.name: f.default for f in dataclasses.fields(Preset)}  # fields added after the checkpoint was written
+    now = p.to_dict()
+    changed = {k: [norm(ck_preset.get(k, defaults.get(k))), norm(v)] for k, v in now.items()
+               if norm(ck_preset.get(k, defaults.get(k))) != norm(v)}
+    refused = {k: v for k, v in changed.items() if k not in RESUME_MAY_CHANGE}
+    if refused:
+        what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in refused.items())
+        raise UserError(
+            f"{ck_path}: --resume cannot honour changed settings: {what} (the checkpoint's optimiser, schedule, batches "
+            f"and weights fix them). Resume with the run's original --preset/--set values, or start a new run in "
+            f"another --out; only {', '.join(RESUME_MAY_CHANGE)} may change on resume."
+        )
+    return changed
+
+
+class _LossGuard:
+    """Keeps each micro-step's loss on the device and checks them all at once (one host sync) when asked: a
+    non-finite loss raises FloatingPointError with its step and the pair ids of its batch (all ranks agree)."""
+
+    def __init__(self, world: int, device):
+        self.world, self.device, self.pending = world, device, []
+
+    def add(self, step: int, ids: list | None, loss):
+        self.pending.append((step, list(ids) if ids is not None else None, loss.detach().reshape(()).clone()))
+
+    def check(self):
+        import torch
+
+        if not self.pending:
+            return
+        finite = torch.stack([torch.isfinite(l) for _, _, l in self.pending]).float()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        finite = finite.cpu()
+        pending, self.pending = self.pending, []
+        if bool(finite.all()):
+            return
+        k = int((finite == 0).nonzero()[0])
+        step, ids, loss = pending[k]
+        parts = _all_gather_objects(ids, self.world)
+        ids = None if any(x is None for x in parts) else sum(parts, [])
+        raise FloatingPointError(
+            f"non-finite training loss ({float(loss)} on this rank) at step {step}, batch of pairs "
+            f"{ids if ids is not None else '(ids unknown: the dataset gives no meta.id)'}; the run stopped before it "
+            "could write NaN weights to a checkpoint. Check these pairs' ground embeddings and patches (e.g. "
+            "non-finite values in the store), or lower lr / train in fp32."
+        )
 
 # %% ../nbs/03b_train.ipynb
 def train(
@@ -292,18 +374,26 @@ def train(
     tensorboard: bool = True,  # also write TensorBoard scalars to out_dir/tb
     export: bool = True,  # export the final weights with senclip.model's exporters
     progress: bool = True,  # tqdm progress bar
-    dataset: Dataset | None = None,  # use this pair dataset instead of building PairDataset(manifest, store)
+    dataset=None,  # a map-style pair dataset to use instead of building PairDataset(manifest, store)
+    allow_foreign_embeddings: bool = False,  # train on a store made by another model than `preset`'s (with a warning)
 ) -> dict:
     "Train SenCLIP; returns a dict of paths (checkpoint, best, exports, metrics) and the final step/epoch/status."
+    import torch
+    import torch.distributed as dist
+    import torch.nn as nn
     from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from senclip.model import build_senclip
+    from senclip.embeddings import check_store_model
+    from senclip.model import build_senclip, linear_patch_embed
+    from senclip.train_parts import (GlobalBatchSampler, TrainStep, TrainTransform, load_checkpoint, param_groups,
+                                     rng_state, save_checkpoint, set_rng_state)
 
     p = get_preset(preset, **(overrides or {}))
     rank, local, world, dev = dist_setup(device)
     main = rank == 0
-    seed_everything(p.seed + rank, deterministic)
+    seed_everything(p.seed, deterministic)  # the same model on every rank; reseeded with seed + rank below
     out = Path(out_dir)
     ckdir = out / "checkpoints"
     ck_path = _resolve_resume(resume, ckdir)
@@ -320,6 +410,20 @@ def train(
             if main and world > 1:
                 dist.barrier()
         dataset = PairDataset(manifest, store, p, split=split)
+    foreign = ""
+    st = getattr(dataset, "store", None)
+    if st is not None:  # a PairDataset: check the ground embeddings before any step
+        foreign = check_store_model(st, p.arch, p.pretrained, path=store or "the store",
+                                    allow_foreign=allow_foreign_embeddings)
+        if foreign and main:
+            print(f"warning: {foreign}", flush=True)
+        rows = getattr(dataset, "rows", None)
+        used = set(rows["id"].astype(str)) if rows is not None else None
+        bad = [i for i in st.nonfinite_ids() if used is None or i in used]
+        if bad:
+            raise UserError(f"{store or 'the store'}: {len(bad)} training point(s) have non-finite (NaN/inf) ground "
+                            f"embeddings, e.g. {bad[:5]}; rebuild the store (senclip_pairs) or drop these points "
+                            "from the manifest")
     data = CheckedPairs(dataset, on_bad)
     sampler = GlobalBatchSampler(len(data), p.batch_size, rank, world, seed=p.seed, multiple_of=p.grad_accum)
     workers = p.num_workers
@@ -338,13 +442,15 @@ def train(
             print(f"note: preset image_size {p.image_size} differs from the {p.arch} tower's input size "
                   f"{model.image_size}; training at {model.image_size}", flush=True)
         p = p.replace(image_size=model.image_size)
+    changes = _resume_changes(p, ck.get("preset"), ck_path) if ck is not None else {}
     convnet = any(isinstance(m, nn.BatchNorm2d) for m in model.visual.modules())  # ResNet-style tower
     cl = convnet if channels_last == "auto" else bool(channels_last)
     if cl:
         model.visual.to(memory_format=torch.channels_last)
     transform = TrainTransform(p, channels_last=cl).to(dev)
     amp = _amp_dtype(p.precision, dev)
-    opt = torch.optim.AdamW(param_groups(model, p.weight_decay), lr=p.lr, fused=dev.type == "cuda" or None)
+    opt = torch.optim.AdamW(param_groups(model, p.weight_decay, decay_all=p.decay_all), lr=p.lr,
+                            fused=dev.type == "cuda" or None)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=p.step_size, gamma=p.gamma)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp is torch.float16)
     aug_gen = torch.Generator().manual_seed(p.seed)
@@ -362,9 +468,12 @@ def train(
         best = ck.get("best_val")
         skipped = ck["skipped"][rank] if rank < len(ck.get("skipped", [])) else 0
         if main:
-            print(f"resumed from {ck_path} at step {step} (epoch {epoch}, batch {batch_in_epoch})", flush=True)
+            print(f"resumed from {ck_path} at step {step} (epoch {epoch}, batch {batch_in_epoch})"
+                  + (f"; changed: {changes}" if changes else ""), flush=True)
     else:
         _fill_queue(model, data, p, rank, world, dev)
+        if rank:  # dropout differs between ranks, as it should (rank 0 keeps seed's stream)
+            seed_everything(p.seed + rank, deterministic)
     if dev.type == "cuda":  # ViT patch convolution as patchify + matmul (same weights; cuDNN's backward for it is slow)
         linear_patch_embed(model.visual)
     if compile:
@@ -393,9 +502,12 @@ def train(
             print(f"note: {caveat}", flush=True)
         atomic_write_json(out / "run.json", run_metadata(preset=p.to_dict(), world_size=world, device=str(dev),
                                                           compile=compile, cuda_graph=use_graph, channels_last=cl, resumed_from=str(ck_path or ""),
-                                                          caveat=caveat))
+                                                          resume_changes=changes, foreign_embeddings=foreign, caveat=caveat))
+
+    guard = _LossGuard(world, dev)
 
     def checkpoint():
+        guard.check()  # never write NaN weights
         rngs = _all_gather_objects(rng_state(dev), world)
         skips = _all_gather_objects(skipped, world)
         if main:
@@ -420,7 +532,7 @@ def train(
                 micro += 1
                 sync = micro == p.grad_accum
                 if stepper is not None:  # the whole step (augment, forward, backward, AdamW) as one CUDA graph
-                    loss_sum += stepper(batch["image"], batch["ground"], batch["mask"], prm)
+                    loss = stepper(batch["image"], batch["ground"], batch["mask"], prm)
                 else:
                     images = transform(batch["image"].to(dev, non_blocking=True), prm)
                     ground = batch["ground"].to(dev, non_blocking=True)
@@ -430,7 +542,9 @@ def train(
                         with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
                             res = net(images, ground, mask)
                         scaler.scale(res["loss"] / p.grad_accum).backward()
-                    loss_sum += res["loss"].detach()
+                    loss = res["loss"].detach()
+                loss_sum += loss
+                guard.add(step + 1, batch.get("meta", {}).get("id") if isinstance(batch.get("meta"), dict) else None, loss)
                 n_micro += 1
                 skipped += int(batch["skipped"].sum())
                 batch_in_epoch += 1
@@ -448,6 +562,7 @@ def train(
                 # collective plus a host sync, so multi-process runs agree every 10 steps, not every step
                 stopping = _any_rank(stop.flag, world, dev) if (world == 1 or step % 10 == 0 or step == total) else False
                 if step % log_every == 0 or step == total or stopping:
+                    guard.check()
                     total_skipped = torch.tensor([float(skipped)], device=dev)
                     if world > 1:
                         dist.all_reduce(loss_sum)
@@ -471,6 +586,7 @@ def train(
                     break
             else:  # the epoch is complete
                 epoch, batch_in_epoch = epoch + 1, 0
+                guard.check()  # before validation can keep NaN weights as best.pt
                 sched.step()
                 if validate is not None and epoch % val_every == 0:
                     acc = validate(model, dev)
@@ -540,6 +656,7 @@ def parse_overrides(items: list[str] | None) -> dict:
 
 
 @call_parse
+@cli_errors
 def senclip_train(
     preset: str = "paper",  # named preset: paper | official-code | demo | tiny
     set: Param("preset field overrides, e.g. --set lr=1e-5 batch_size=64", str, nargs="*") = None,
@@ -561,6 +678,8 @@ def senclip_train(
     no_tensorboard: store_true = False,  # CSV only
     no_export: store_true = False,  # keep checkpoints only
     quiet: store_true = False,  # no progress bar
+    allow_foreign_embeddings: store_true = False,  # train on a ground store made by another model (warns; recorded in run.json)
+    debug: bool = False,  # show the traceback on errors
 ):
     "Train SenCLIP (single process, or one process per GPU under torchrun)."
     cl = {"auto": "auto", "yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
@@ -573,9 +692,12 @@ def senclip_train(
         compile=compile, cuda_graph=cl[str(cuda_graph).lower()], channels_last=cl[str(channels_last).lower()], val_every=val_every, ckpt_every=ckpt_every,
         max_steps=max_steps, log_every=log_every, deterministic=deterministic, on_bad=on_bad, split=split,
         tensorboard=not no_tensorboard, export=not no_export, progress=not quiet,
+        allow_foreign_embeddings=allow_foreign_embeddings,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print({k: str(v) for k, v in res.items()}, flush=True)
+    import torch.distributed as dist
+
     if dist.is_initialized():
         dist.destroy_process_group()
     if res["status"] == "interrupted":

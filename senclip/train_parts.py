@@ -105,6 +105,7 @@ class TrainTransform(nn.Module):
         num_ops: int = 3,  # RandAugment operations per image (official mode)
         magnitude: int = 5,  # RandAugment magnitude bin (0..30)
         batched: bool | None = None,  # RandAugment as fixed-shape whole-batch ops (None: on CUDA up to 512 images)
+        interpolation: str = "bilinear",  # RandAugment's shear/translate/rotate: bilinear (the authors' code) | nearest
     ):
         super().__init__()
         self.mode = mode or preset.augment
@@ -112,6 +113,10 @@ class TrainTransform(nn.Module):
             raise ValueError(f"Unknown augmentation {self.mode!r}: use paper, official or none (preset field 'augment')")
         self.crop, self.size = int(preset.crop), int(preset.image_size)
         self.channels_last, self.num_ops, self.magnitude = channels_last, num_ops, magnitude
+        modes = {"bilinear": InterpolationMode.BILINEAR, "nearest": InterpolationMode.NEAREST}
+        if str(interpolation).lower() not in modes:
+            raise ValueError(f"RandAugment interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+        self.interpolation = modes[str(interpolation).lower()]
         self.register_buffer("mean", torch.tensor(preset.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(preset.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         space = RandAugment(num_ops, magnitude)._augmentation_space(_RA_BINS, (self.size, self.size))
@@ -175,7 +180,7 @@ class TrainTransform(nn.Module):
                 if name == "Equalize":  # v2's batched histogram: identical output, no per-image loop
                     out[idx] = TF2.equalize(x[idx])
                 else:
-                    out[idx] = _apply_op(x[idx], name, m, interpolation=InterpolationMode.NEAREST, fill=fill)
+                    out[idx] = _apply_op(x[idx], name, m, interpolation=self.interpolation, fill=fill)
             x = out
         return x
 
@@ -205,13 +210,11 @@ class TrainTransform(nn.Module):
             c = codes[:, k]
             sel = self._ra_family[c]  # (B,) operation family of each sample
             pick = lambda fam: (sel == fam).view(B, 1, 1, 1)
-            # geometry (ShearX/Y, TranslateX/Y, Rotate): one nearest-neighbour affine warp with per-sample matrices
+            # geometry (ShearX/Y, TranslateX/Y, Rotate): one affine warp with per-sample matrices
             if tuple(x.shape[-2:]) != tuple(self._ra_grid.shape[1:3]):
                 raise ValueError(f"batched RandAugment expects {tuple(self._ra_grid.shape[1:3])} images, got {tuple(x.shape[-2:])}")
             xf = x.float()
-            # nearest-neighbour samples are exact input values (or the 0 fill): no rounding needed
-            warped = torch.nn.functional.grid_sample(xf, self._ra_grid[c], mode="nearest", padding_mode="zeros",
-                                                     align_corners=False).to(torch.uint8)
+            warped = self._warp(xf, self._ra_grid[c])
             out = torch.where(pick(_GEOMETRY), warped, x)
             # Brightness / Color / Contrast / Sharpness: torchvision's _blend(x, degenerate, factor), factor 1 elsewhere
             gray = (0.2989 * xf[:, 0:1] + 0.587 * xf[:, 1:2] + 0.114 * xf[:, 2:3]).to(torch.uint8)
@@ -238,6 +241,18 @@ class TrainTransform(nn.Module):
             out = torch.where(pick(_EQUALIZE), TF2.equalize(x), out)
             x = out
         return x
+
+    def _warp(self, xf: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        "torchvision's `_apply_grid_transform` with fill 0, per-sample grids: float (B,3,H,W) 0..255 -> uint8."
+        if self.interpolation == InterpolationMode.NEAREST:  # samples are input values or the 0 fill: no rounding
+            return torch.nn.functional.grid_sample(xf, grid, mode="nearest", padding_mode="zeros",
+                                                   align_corners=False).to(torch.uint8)
+        # bilinear: warp a ones channel with the image; pixels near the border blend towards the fill by its weight
+        s = torch.nn.functional.grid_sample(torch.cat([xf, torch.ones_like(xf[:, :1])], 1), grid, mode="bilinear",
+                                            padding_mode="zeros", align_corners=False)
+        img, mask = s[:, :-1], s[:, -1:].expand_as(s[:, :-1])
+        img = img * mask + (1.0 - mask) * torch.zeros_like(img)  # torchvision's fill formula, fill = 0
+        return img.round().to(torch.uint8)
 
     def forward(
         self,
@@ -334,13 +349,14 @@ def _no_decay(name: str, p: torch.Tensor) -> bool:
 
 def param_groups(
     model: nn.Module,  # the model to optimise (its trainable parameters)
-    weight_decay: float,  # applied to weight matrices / kernels only
+    weight_decay: float,  # applied to weight matrices / kernels only (to everything with `decay_all`)
+    decay_all: bool = False,  # the authors' code: one group, every trainable parameter decayed (logit scale too)
 ) -> list[dict]:
     "AdamW groups: decay for weight matrices and kernels; none for biases, norms, 1-d tensors and the logit scale."
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if _no_decay(name, p) else decay).append(p)
+            (no_decay if (_no_decay(name, p) and not decay_all) else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay, "name": "decay"},
         {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
