@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -16,10 +17,11 @@ import pandas as pd
 import torch
 
 from fastcore.script import call_parse
-from .core import sample_dir, repo_root, cache_dir, run_metadata, atomic_write_json, OfflineError, seed_everything
+from .core import (sample_dir, repo_root, cache_dir, run_metadata, atomic_write_json, atomic_write, atomic_path,
+                          OfflineError, seed_everything, UserError, cli_errors, ensure_writable)
 from .benchmarks import EuroSAT, BigEarthNet, LucasLandCover, BEN_OFFICIAL_BANDS, BEN_RGB_BANDS
-from .promptsets import get_prompts
-from .zeroshot import load_model, embed_images, PromptBank, zeroshot_scores
+from .promptsets import get_prompts, prompt_source, AUTHORS_PROMPTS_COMMIT
+from .zeroshot import load_model, embed_images, PromptBank, zeroshot_scores, RESIZE_MODES, FAITHFUL_RESIZE
 from .metrics import topk_accuracy, per_class_prf, confusion, multilabel_map, topk_recall, bootstrap_ci
 from .selection import prompt_sweep, plot_sweep, split_indices
 
@@ -28,16 +30,20 @@ UNTRAINED = "untrained weights — not a result"
 DEMO_WEIGHTS = "demo weights (minutes of CPU training) — not a result"
 
 # %% auto 0
-__all__ = ['log', 'UNTRAINED', 'DEMO_WEIGHTS', 'DATASETS', 'TABLE1_MODELS', 'OFFICIAL_RULE', 'PUBLISHED_MODELS', 'check_model',
-           'make_dataset', 'main_rule', 'published_table', 'published_key', 'caveat', 'display_name', 'evaluate_one',
-           'stamp', 'save_fig', 'plot_confusion', 'plot_per_class', 'per_class_ap', 'to_markdown', 'table1',
-           'run_evaluation', 'senclip_eval']
+__all__ = ['log', 'UNTRAINED', 'DEMO_WEIGHTS', 'DATASETS', 'TABLE1_MODELS', 'DEMO_MODELS', 'DEMO_DATASETS', 'OFFICIAL_RULE',
+           'PAPER_IMAGES', 'PUBLISHED_MODELS', 'CONFIGS', 'CONFIG_TEXT', 'REPORTS', 'check_model', 'make_dataset',
+           'resolve_inputs', 'fail_fast', 'main_rule', 'published_table', 'published_key', 'caveat', 'display_name',
+           'resolve_config', 'paper_mismatch', 'sample_names', 'evaluate_one', 'stamp', 'save_fig', 'plot_confusion',
+           'plot_per_class', 'per_class_ap', 'to_markdown', 'table1', 'config_overrides', 'run_evaluation',
+           'senclip_eval']
 
 # %% ../nbs/04e_evaluate.ipynb
 DATASETS = ("eurosat", "bigearthnet19", "lucas-lc1")
 TABLE1_MODELS = ("clip-rn50", "remoteclip-rn50", "senclip-rn50-avgpool", "senclip-rn50-attpool", "clip-vit-b-32",
                  "remoteclip-vit-b-32", "skyclip-50", "georsclip-vit-b-32", "senclip-vit-b-32-avgpool",
                  "senclip-vit-b-32-attpool")  # the models of the paper's Table 1 (senclip.model registry names)
+DEMO_MODELS = ("senclip-tiny-vit", "runs/demo/train/senclip.safetensors")  # offline: tiny architecture + `make demo`'s checkpoint
+DEMO_DATASETS = ("eurosat", "bigearthnet19", "lucas-lc1")
 
 
 def _find_path(p: str) -> Path | None:
@@ -49,7 +55,7 @@ def _find_path(p: str) -> Path | None:
 
 
 def check_model(spec: str, demo: bool = False) -> str | None:
-    "The model spec if its weights are (or can be made) available; None to skip (demo, missing path). Raises otherwise."
+    "The model spec if its weights are (or can be made) available; None to skip (demo, missing path). Raises `UserError` otherwise."
     from senclip.checkpoints import CHECKPOINTS, fetch_checkpoint
 
     ck = CHECKPOINTS.get(spec.lower())
@@ -58,8 +64,8 @@ def check_model(spec: str, demo: bool = False) -> str | None:
             try:
                 fetch_checkpoint(ck)
             except OfflineError as e:
-                raise RuntimeError(f"model {spec!r}: its weights are not in the cache and downloads are off ({e}). "
-                                   f"Run once on a machine with internet, or use demo=True.") from e
+                raise UserError(f"model {spec!r}: its weights are not in the cache and downloads are off "
+                                f"(HF_HUB_OFFLINE/SENCLIP_OFFLINE); run once with internet, or use demo=True") from e
         return spec
     if any(s in spec for s in ("/", "\\", ".safetensors", ".ckpt", ".pt", ".bin")):
         p = _find_path(spec)
@@ -67,26 +73,28 @@ def check_model(spec: str, demo: bool = False) -> str | None:
             if demo:
                 print(f"NOTE: checkpoint {spec} does not exist (yet): skipped. `make demo` trains it before this step.")
                 return None
-            raise FileNotFoundError(f"model checkpoint {spec} does not exist; train one with senclip_train or pass a registry name")
+            raise UserError(f"model checkpoint {spec} does not exist; train one with senclip_train or pass a registry name")
         return str(p)
     return spec  # an open_clip architecture: load() gives random weights, labelled untrained
 
-
+# %% ../nbs/04e_evaluate.ipynb
 def make_dataset(
     name: str,  # eurosat | bigearthnet19 | lucas-lc1
     demo: bool = False,  # use data/sample
     eurosat_root: str = "",  # folder with 2750/ (downloaded into the cache when empty and allowed)
     eurosat_split: str = "",  # optional split file
     bigearthnet_root: str = "",  # folder of BigEarthNet v1 S2 patch folders
-    bigearthnet_split: str = "",  # optional CSV of patch names (torchgeo's test split CSV)
-    bigearthnet_subset: int = 27000,  # the authors' seeded subset size (0 = all)
+    bigearthnet_split: str = "",  # '' = the official test split (torchgeo's list, found or downloaded) | all | a CSV of patch names
+    bigearthnet_subset: int = 27000,  # the authors' seeded draw (27,000, seed 42, then drop_last: 26,976 scored); 0 = the whole split
     ben_bands: str = "rgb",  # rgb (B04,B03,B02) | official (B02,B03,B04, the authors' channel swap)
     lucas_manifest: str = "",  # pair manifest (Parquet/CSV)
     lucas_split: str = "",  # '' = all ok rows, or val/train
     on_error: str = "raise",  # raise | skip bad files
     work_dir: str | Path | None = None,  # where demo inputs are built
 ):
-    "A benchmark dataset by name, with a clear error when its data can't be found."
+    "A benchmark dataset by name, with a clear error (`UserError`) when its data can't be found."
+    if ben_bands not in ("rgb", "official"):
+        raise UserError(f"ben_bands must be 'rgb' (B04,B03,B02) or 'official' (the authors' B02,B03,B04), got {ben_bands!r}")
     if name == "eurosat":
         if demo:
             return EuroSAT(sample_dir("eurosat"), on_error=on_error)
@@ -94,20 +102,23 @@ def make_dataset(
         try:
             return EuroSAT(root, split=eurosat_split or None, on_error=on_error, download=not eurosat_root)
         except OfflineError as e:
-            raise RuntimeError(f"EuroSAT is not at {root} and downloads are off: set eurosat_root, or unset "
-                               f"HF_HUB_OFFLINE/SENCLIP_OFFLINE to download it ({e})") from e
+            raise UserError(f"EuroSAT is not at {root} and downloads are off: set eurosat_root, or unset "
+                            "HF_HUB_OFFLINE/SENCLIP_OFFLINE to download it") from e
+        except FileNotFoundError as e:
+            raise UserError(f"EuroSAT: {e}; set eurosat_root to the folder holding 2750/") from e
     if name == "bigearthnet19":
         bands = BEN_OFFICIAL_BANDS if ben_bands == "official" else BEN_RGB_BANDS
         if demo:
-            return BigEarthNet(sample_dir("bigearthnet"), bands=bands, on_error=on_error)
+            return BigEarthNet(sample_dir("bigearthnet"), split="all", bands=bands, on_error=on_error)
         if not bigearthnet_root or not Path(bigearthnet_root).is_dir():
-            raise FileNotFoundError(
-                f"BigEarthNet root {bigearthnet_root!r} not found. Download BigEarthNet-S2-v1.0.tar.gz (66 GB, "
-                "https://bigearthnet.eu) and extract it, or let torchgeo do it: "
-                "torchgeo.datasets.BigEarthNet(root, split='test', bands='s2', download=True); then set bigearthnet_root "
-                "(and bigearthnet_split to torchgeo's bigearthnet-test.csv for the test split).")
-        return BigEarthNet(bigearthnet_root, split=bigearthnet_split or None, bands=bands,
-                           subset=bigearthnet_subset or None, on_error=on_error)
+            raise UserError(
+                f"BigEarthNet root {bigearthnet_root!r} not found: download BigEarthNet-S2-v1.0.tar.gz (66 GB, "
+                "https://bigearthnet.eu), extract it and set bigearthnet_root to the folder of patch folders")
+        try:  # the authors' DataLoader drops the last incomplete batch of their draw: 26,976 of 27,000
+            return BigEarthNet(bigearthnet_root, split=bigearthnet_split or "test", bands=bands,
+                               subset=bigearthnet_subset or None, drop_last=bool(bigearthnet_subset), on_error=on_error)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(f"BigEarthNet: {e}; check bigearthnet_root / bigearthnet_split") from e
     if name == "lucas-lc1":
         if not lucas_manifest and demo:
             from senclip.pairs import build_sample_pairs
@@ -118,14 +129,68 @@ def make_dataset(
                 build_sample_pairs(out)
             lucas_manifest = str(man)
         if not lucas_manifest or not Path(lucas_manifest).exists():
-            raise FileNotFoundError(f"LUCAS pair manifest {lucas_manifest!r} not found; build one with senclip_pairs")
+            raise UserError(f"LUCAS pair manifest {lucas_manifest!r} not found; build one with senclip_pairs and set lucas_manifest")
         return LucasLandCover(lucas_manifest, split=lucas_split or None, on_error=on_error)
-    raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
+    raise UserError(f"unknown dataset {name!r}; choose from {DATASETS}")
+
+# %% ../nbs/04e_evaluate.ipynb
+def resolve_inputs(
+    models: Sequence[str],  # registry names, checkpoint paths or architectures
+    datasets: Sequence[str],  # dataset names
+    prompts: Sequence[str] = ("generic", "aerial", "ground"),  # prompt styles or files (checked against every dataset)
+    demo: bool = False,
+    work_dir: str | Path | None = None,
+    **data_kwargs,  # make_dataset options
+) -> tuple[list[str], dict]:
+    "Check every model, dataset and prompt file before anything long starts: (model specs, {name: dataset}), or one `UserError` naming everything missing and the fix."
+    problems, offline = [], []
+    specs = []
+    for m in models:
+        try:
+            s = check_model(m, demo)
+        except UserError as e:
+            (offline if "downloads are off" in str(e) else problems).append(m if "downloads are off" in str(e) else str(e))
+            continue
+        if s:
+            specs.append(s)
+    if offline:
+        problems.insert(0, f"the weights of {', '.join(offline)} are not in the cache and downloads are off "
+                           "(HF_HUB_OFFLINE/SENCLIP_OFFLINE): run once on a machine with internet, or use demo=True")
+    dsets = {}
+    for d in datasets:
+        try:
+            dsets[d] = make_dataset(d, demo=demo, work_dir=work_dir, **data_kwargs)
+        except UserError as e:
+            problems.append(str(e))
+    for d, ds in dsets.items():
+        for style in (prompts if not d.startswith("lucas") else ["generic"]):
+            try:
+                get_prompts(ds.name, style, classnames=ds.classnames)
+            except (UserError, FileNotFoundError) as e:
+                msg = str(e)
+                if msg not in problems:
+                    problems.append(msg)
+    if not specs and not problems:
+        problems.append(f"no model to evaluate among {list(models)}")
+    if problems:
+        raise UserError(" | ".join(problems))
+    return specs, dsets
+
+
+def fail_fast(e: BaseException) -> UserError:
+    "For a notebook: write `e`'s message at once to the process's stderr (papermill shows it first) and return a `UserError` to raise `from None`."
+    msg = f"\n04_eval stopped: {' '.join(str(e).split())}\n"
+    try:
+        os.write(2, msg.encode())
+    except OSError:
+        pass
+    return UserError(str(e))
 
 # %% ../nbs/04e_evaluate.ipynb
 # the rule the authors' code applies per dataset: EuroSAT divides by the class mean over the test images; the
 # BigEarthNet script ranks cos/2+1, which orders classes exactly as plain cosine does
 OFFICIAL_RULE = {"eurosat": "class-mean", "bigearthnet19": "cosine"}
+PAPER_IMAGES = {"eurosat": 27000, "bigearthnet19": 26976}  # images the authors' scripts score (BigEarthNet: 27,000 drawn, drop_last)
 
 
 def _base(dname: str) -> str:
@@ -173,6 +238,96 @@ def display_name(spec: str, model) -> str:
     name = Path(spec).stem if ("/" in spec or "." in Path(spec).name) else spec
     return f"{name} ({caveat(model)})" if caveat(model) else name
 
+# %% ../nbs/04e_evaluate.ipynb
+CONFIGS = {
+    "senclip": dict(prompts=("generic", "aerial", "ground"), ben_bands="rgb", resize="pil", precision="fp32",
+                    table_rule="official"),
+    "authors": dict(prompts=("generic", "authors-aerial", "authors-ground"), ben_bands="official", resize="pil",
+                    precision="fp32", table_rule="official"),
+}
+CONFIG_TEXT = {
+    "senclip": "senclip: the paper's generic template and our own aerial/ground prompt sets, true-colour BigEarthNet "
+               "(B04,B03,B02), the authors' scoring rule per dataset, PIL bicubic resize, fp32",
+    "authors": "authors: the paper's Table-1 configuration - the authors' prompt files (commit "
+               f"{AUTHORS_PROMPTS_COMMIT[:7]}), BigEarthNet bands B02,B03,B04 fed as RGB, class-mean (EuroSAT) and "
+               "cos/2+1 (BigEarthNet) scoring, all EuroSAT images and the seeded BigEarthNet test subset, PIL bicubic resize",
+}
+
+
+def resolve_config(
+    config: str = "senclip",  # senclip | authors
+    **settings,  # prompts, ben_bands, resize, precision, table_rule: None (or absent) = the configuration's
+) -> dict:
+    "The settings of a named configuration, with the ones given explicitly (not None) overriding it."
+    if config not in CONFIGS:
+        raise UserError(f"config must be one of {sorted(CONFIGS)}, got {config!r}")
+    out = dict(CONFIGS[config])
+    out.update({k: v for k, v in settings.items() if v is not None and v != "" and v != []})
+    out["prompts"] = list(out["prompts"])
+    if out["resize"] not in RESIZE_MODES:
+        raise UserError(f"resize must be one of {RESIZE_MODES}, got {out['resize']!r}")
+    out["config"] = config
+    return out
+
+# %% ../nbs/04e_evaluate.ipynb
+def paper_mismatch(
+    model,  # a loaded model (published_key, caveat)
+    dataset,  # the dataset object (name, bands)
+    style: str,  # the prompt style or file the row used
+    rule: str,  # the row's scoring rule
+    n_images: int,  # images actually scored (after skipped files)
+    resize: str = "pil",
+    precision: str = "fp32",
+) -> list[str]:
+    "Every way a row's configuration differs from the one behind the paper's Table-1 number ([] = it is that configuration)."
+    base = _base(dataset.name)
+    if base not in OFFICIAL_RULE:
+        return [f"{dataset.name} is not in the paper's Table 1"]
+    why = []
+    if caveat(model):
+        why.append(caveat(model))
+    elif published_key(model) is None:
+        why.append("model not in the paper's Table 1")
+    source, _ = prompt_source(dataset.name, style)
+    if source == "senclip":
+        why.append("our own prompt set, not the authors' file (config='authors' uses theirs)")
+    elif source == "file":
+        why.append(f"prompt file {Path(style).name} is not one of the authors'")
+    if base == "bigearthnet19" and tuple(getattr(dataset, "bands", ())) != tuple(BEN_OFFICIAL_BANDS):
+        why.append("true-colour bands B04,B03,B02; the paper fed B02,B03,B04 as RGB (ben_bands='official')")
+    proto = getattr(dataset, "protocol", None) or {}
+    if base == "bigearthnet19" and proto:
+        split_ok = str(proto.get("split")) == "test" or Path(str(proto.get("split_file") or "")).name in ("bigearthnet-test.csv", "test.csv")
+        if not split_ok:
+            why.append(f"split {proto.get('split')!r}; the paper drew from the official test split")
+        elif (proto.get("subset"), proto.get("seed"), bool(proto.get("drop_last"))) != (27000, 42, True):
+            why.append("not the authors' draw from the test split (27,000 with seed 42, then drop_last)")
+    if rule != OFFICIAL_RULE[base]:
+        why.append(f"scoring {rule}; the paper's rule is {OFFICIAL_RULE[base]}")
+    if n_images != PAPER_IMAGES[base]:
+        why.append(f"{n_images:,} images scored; the paper scored {PAPER_IMAGES[base]:,}")
+    if resize not in FAITHFUL_RESIZE:
+        why.append(f"resize={resize!r} differs from the authors' PIL bicubic resize (use 'pil' or 'pil-device')")
+    if precision not in ("fp32", "fp16"):
+        why.append(f"precision {precision}; the authors ran fp32 (EuroSAT) and fp16 autocast (BigEarthNet)")
+    return why
+
+# %% ../nbs/04e_evaluate.ipynb
+def sample_names(dataset, index: Sequence[int]) -> list[str]:
+    "The file (or patch folder) behind each sample index of a senclip.benchmarks dataset, for reports."
+    out = []
+    for i in index:
+        i = int(i)
+        if hasattr(dataset, "files"):
+            out.append(str(Path(dataset.root) / dataset.files[i]))
+        elif hasattr(dataset, "patches"):
+            out.append(str(Path(dataset.root) / dataset.patches[i]))
+        elif hasattr(dataset, "df") and hasattr(dataset, "patch_col"):
+            out.append(str(dataset._path(dataset.df.iloc[i][dataset.patch_col])))
+        else:
+            out.append(f"#{i}")
+    return out
+
 
 def evaluate_one(
     model,
@@ -181,34 +336,36 @@ def evaluate_one(
     styles: Sequence[str] = ("generic", "aerial", "ground"),
     scorings: Sequence[str] = ("class-mean", "cosine", "dap"),
     length: str = "mixed",
-    emb_kwargs: dict | None = None,
+    emb_kwargs: dict | None = None,  # embed_images options (resize, precision, cache, ...)
     n_boot: int = 1000,
     published: pd.DataFrame | None = None,
+    config: str = "",  # the configuration's name, recorded in each row
 ) -> tuple[list[dict], dict]:
-    "Result rows for every (prompt style, scoring rule) and the score matrices (for figures)."
-    E = embed_images(model, dataset, **(emb_kwargs or {}))
+    "Result rows for every (prompt style, scoring rule), the score matrices (for figures) and the skipped files."
+    emb_kwargs = dict(emb_kwargs or {})
+    E = embed_images(model, dataset, **emb_kwargs)
     img, y = E.good()
     multi = y.ndim == 2
-    dname = {"eurosat": "EuroSAT", "bigearthnet19": "BigEarthNet"}.get(dataset.name.split("-")[0], dataset.name)
+    dname = {"eurosat": "EuroSAT", "bigearthnet19": "BigEarthNet"}.get(_base(dataset.name), dataset.name)
     pkey = published_key(model)
+    resize, precision = emb_kwargs.get("resize", "pil"), emb_kwargs.get("precision", "fp32")
     rows, mats = [], {}
-    styles = ["generic"] if dataset.name.startswith("lucas") else list(styles)
+    lucas = dataset.name.startswith("lucas")
+    styles = ["generic"] if lucas else list(styles)
     for style in styles:
-        prompts = get_prompts(dataset.name if not dataset.name.startswith("lucas") else "lucas-lc1",
-                              style if not dataset.name.startswith("lucas") else "generic", length,
-                              classnames=dataset.classnames)
-        tc = (emb_kwargs or {}).get("cache")
+        prompts = get_prompts(dataset.name if not lucas else "lucas-lc1", style, length, classnames=dataset.classnames)
+        source, pstyle = prompt_source(dataset.name, style)
+        tc = emb_kwargs.get("cache")
         bank = PromptBank.build(model, prompts, dataset.classnames, cache=Path(tc or cache_dir("embeddings")) / "text")
         for rule in scorings:
             S = zeroshot_scores(img, bank, rule)
             mats[(style, rule)] = S
             row = {"model": display_name(spec, model), "spec": spec, "arch": getattr(model, "arch", ""),
                    "untrained": bool(getattr(model, "untrained", False)), "not_a_result": bool(caveat(model)),
-                   "dataset": dataset.name,
-                   "prompts": style if not dataset.name.startswith("lucas") else "generic",
-                   "length": length if style != "generic" else "-", "n_prompts": len(bank.texts),
+                   "config": config, "dataset": dataset.name, "prompts": style, "prompt_source": source,
+                   "length": length if source == "senclip" else "-", "n_prompts": len(bank.texts),
                    "scoring": rule, "transductive": rule != "cosine", "n_images": int(len(img)),
-                   "skipped": E.skipped}
+                   "skipped": E.skipped, "resize": resize, "precision": precision}
             if multi:
                 m = multilabel_map(S, y)
                 row.update(map_macro=100 * m["map_macro"], map_micro=100 * m["map_micro"],
@@ -222,14 +379,24 @@ def evaluate_one(
                 _, lo, hi = bootstrap_ci(fn, S, y, n=n_boot)
                 row.update(ci_low=100 * lo, ci_high=100 * hi)
             row["value"] = row[row["metric"]]
-            if published is not None and pkey is not None and rule == OFFICIAL_RULE.get(_base(dataset.name)):
+            why = paper_mismatch(model, dataset, style, rule, len(img), resize, precision)
+            row["published"] = np.nan
+            if not why and published is not None:
                 hit = published[(published.dataset == dname) & (published.arch == pkey[0]) &
-                                (published.model == pkey[1]) & (published.prompts == row["prompts"])]
-                row["published"] = float(hit.value.iloc[0]) if len(hit) else np.nan
-            else:
-                row["published"] = np.nan
+                                (published.model == pkey[1]) & (published.prompts == pstyle)]
+                if len(hit):
+                    row["published"] = float(hit.value.iloc[0])
+                else:
+                    why = ["no such cell in the paper's Table 1"]
+            row["paper_note"] = "; ".join(why)
             rows.append(row)
-    return rows, {"scores": mats, "labels": y, "img": img}
+    if hasattr(dataset, "skipped_files"):  # senclip.benchmarks datasets: index, path and reason of each skipped file
+        skipped = pd.DataFrame(dataset.skipped_files(E.valid.numpy()), columns=["index", "path", "reason"])
+    else:
+        bad = np.flatnonzero(~E.valid.numpy())
+        skipped = pd.DataFrame({"index": bad, "path": sample_names(dataset, bad), "reason": ""})
+    skipped.insert(0, "dataset", dataset.name)
+    return rows, {"scores": mats, "labels": y, "img": img, "skipped": skipped}
 
 # %% ../nbs/04e_evaluate.ipynb
 def stamp(fig, text: str):
@@ -296,27 +463,72 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
+# %% ../nbs/04e_evaluate.ipynb
+def _why_column(g: pd.DataFrame) -> str:
+    "One cell saying why rows of a (dataset, model) have no paper number ('' when they all have one)."
+    notes = {s: n for s, n in zip(g.prompts, g.paper_note.fillna("")) if n}
+    if not notes:
+        return ""
+    if len(set(notes.values())) == 1 and len(notes) == len(g):
+        return next(iter(notes.values()))
+    return " / ".join(f"{s}: {n}" for s, n in notes.items())
+
 
 def table1(results: pd.DataFrame, rules: dict[str, str]) -> pd.DataFrame:
-    "Table-1 layout: one row per (dataset, model), ours (under `rules[dataset]`) and the published number per prompt style."
-    r = results[results.scoring == results.dataset.map(rules)]
+    "Table-1 layout: one row per (dataset, model), ours (under `rules[dataset]`) and the published number per prompt style where the configuration is the paper's, and why not elsewhere."
+    rule_of = lambda d: rules.get(d) or rules.get(_base(d))  # rows carry the dataset's name (bigearthnet19-B02B03B04)
+    r = results[results.scoring == results.dataset.map(rule_of)]
+    styles = list(dict.fromkeys(r.prompts))
     t = r.pivot_table(index=["dataset", "model"], columns="prompts", values="value", aggfunc="first")
     p = r.pivot_table(index=["dataset", "model"], columns="prompts", values="published", aggfunc="first")
     out = pd.DataFrame(index=t.index)
-    for style in [s for s in ("generic", "aerial", "ground") if s in t.columns]:
-        out[f"{style}"] = t[style]
+    for style in styles:
+        out[style] = t[style]
         if style in p.columns and p[style].notna().any():
             out[f"{style} (paper)"] = p[style]
+    if "paper_note" in r:
+        why = {k: _why_column(g) for k, g in r.groupby(["dataset", "model"])}
+        out["no paper number because"] = [why.get(k, "") for k in out.index]
     out = out.reset_index()
-    out.insert(2, "scoring", out.dataset.map(rules))
+    out.insert(2, "scoring", out.dataset.map(rule_of))
     return out
 
 # %% ../nbs/04e_evaluate.ipynb
+REPORTS = ("results.csv", "table1.csv", "table1.md", "per_class_*.csv", "sweep.csv", "skipped_files.csv",
+           "figures/*.png", "figures/*.pdf")  # what a run writes; a re-run rewrites them and removes stale ones
+
+
+def _write_csv(df: pd.DataFrame, path: Path, written: set) -> Path:
+    "Write a CSV atomically (never appended to) and remember it."
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    written.add(Path(path).resolve())
+    return Path(path)
+
+
+def _remove_stale(out: Path, written: set) -> list[Path]:
+    "Delete the reports of an earlier run in `out` that this run did not rewrite (other models, datasets or styles)."
+    gone = []
+    for pat in REPORTS:
+        for f in out.glob(pat):
+            if f.resolve() not in written:
+                f.unlink()
+                gone.append(f)
+    return gone
+
+
+def config_overrides(cfg: dict) -> dict:
+    "The settings of `cfg` (from resolve_config) that differ from its named configuration's."
+    norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v
+    base = CONFIGS[cfg["config"]]
+    return {k: v for k, v in cfg.items() if k in base and norm(v) != norm(base[k])}
+
+
 def run_evaluation(
-    out_dir: str | Path,  # the run folder
+    out_dir: str | Path,  # the run folder (reports in it are rewritten, never appended to)
     models: Sequence[str] = TABLE1_MODELS,
     datasets: Sequence[str] = ("eurosat", "bigearthnet19"),
-    prompts: Sequence[str] = ("generic", "aerial", "ground"),
+    prompts: Sequence[str] | None = None,  # None: the config's
     length: str = "mixed",
     scoring: Sequence[str] = ("class-mean", "cosine", "dap"),  # rules computed for every row
     demo: bool = False,
@@ -329,38 +541,49 @@ def run_evaluation(
     batch_size: int = 128,
     num_workers: int = 0,
     device: str = "",
-    precision: str = "fp32",
-    resize: str = "torch",
+    precision: str | None = None,  # None: the config's (fp32)
+    resize: str | None = None,  # None: the config's (pil); pil | pil-device | torch
     cache: str = "",
     seed: int = 0,
     progress: bool = True,
-    table_rule: str = "official",  # rule of the Table-1 layout and figures: official (the authors' per dataset) or a rule name
+    table_rule: str | None = None,  # None: the config's (official: the authors' rule per dataset) or a rule name
+    config: str = "senclip",  # senclip | authors (the paper's Table-1 configuration)
+    ben_bands: str | None = None,  # None: the config's; rgb | official
+    authors_prompts: str = "",  # folder with the authors' prompt files (default: downloaded into the cache)
+    figures: bool = True,  # write the figures (False: tables only, seconds faster per model)
     **data_kwargs,  # make_dataset options (eurosat_root, bigearthnet_root, ...)
 ) -> pd.DataFrame:
-    "Evaluate every model on every dataset; write tables and figures under `out_dir`; return the results table."
+    "Evaluate every model on every dataset; (re)write tables and figures under `out_dir`; return the results table."
     import matplotlib.pyplot as plt
 
+    if authors_prompts:
+        os.environ["SENCLIP_AUTHORS_PROMPTS"] = str(Path(authors_prompts).expanduser())
+    cfg = resolve_config(config, prompts=prompts, ben_bands=ben_bands, resize=resize, precision=precision,
+                         table_rule=table_rule)
+    prompts, resize, precision, table_rule = cfg["prompts"], cfg["resize"], cfg["precision"], cfg["table_rule"]
     seed_everything(seed)
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    params = dict(models=list(models), datasets=list(datasets), prompts=list(prompts), length=length,
+    out = ensure_writable(out_dir)
+    specs, dsets = resolve_inputs(models, datasets, prompts, demo, work_dir=out, ben_bands=cfg["ben_bands"], **data_kwargs)
+    written: set = set()
+    params = dict(config=config, models=list(models), datasets=list(datasets), prompts=list(prompts), length=length,
                   scoring=list(scoring), demo=demo, n_boot=n_boot, sweep=sweep, sweep_method=sweep_method,
                   sweep_ks=list(sweep_ks), sweep_random=sweep_random, sweep_select_frac=sweep_select_frac,
-                  batch_size=batch_size, precision=precision, resize=resize, seed=seed, **data_kwargs)
+                  batch_size=batch_size, precision=precision, resize=resize, table_rule=table_rule, seed=seed,
+                  ben_bands=cfg["ben_bands"], figures=figures, **data_kwargs)
     atomic_write_json(out / "params.json", run_metadata(**params))
-    specs = [s for s in (check_model(m, demo) for m in models) if s]
-    dsets = {d: make_dataset(d, demo=demo, work_dir=out, **data_kwargs) for d in datasets}
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     emb_kwargs = dict(batch_size=batch_size, num_workers=num_workers, device=device, precision=precision,
                       resize=resize, cache=cache or None, progress=progress)
     pub = published_table()
-    rows, per_class, t0 = [], {}, time.time()
+    rows, per_class, skipped, t0 = [], {}, [], time.time()
+    sweep_style = next((p for p in prompts if p != "generic"), None)
     for spec in specs:
         model = load_model(spec, device=device)
         model.demo = bool(demo)  # demo checkpoints are trained for minutes on a CPU: not results either
         for dname, ds in dsets.items():
-            r, art = evaluate_one(model, spec, ds, prompts, scoring, length, emb_kwargs, n_boot, pub)
+            r, art = evaluate_one(model, spec, ds, prompts, scoring, length, emb_kwargs, n_boot, pub, config)
             rows += r
+            skipped.append(art["skipped"])
             y = art["labels"]
             label = display_name(spec, model)
             rule = main_rule(dname, scoring, table_rule)
@@ -368,56 +591,76 @@ def run_evaluation(
                 S = art["scores"][(style, rule)]
                 if y.ndim == 1:
                     per_class[(dname, style, label)] = per_class_prf(y, S.argmax(1), ds.classnames)
-                    fig = plot_confusion(S, y, ds.classnames, f"{label}\n{dname}, {style} prompts, {rule} scoring",
+                    if not figures:
+                        continue
+                    fig = plot_confusion(S, y, ds.classnames, f"{label}\n{dname}, {Path(style).stem} prompts, {rule} scoring",
                                          caveat(model))
-                    save_fig(fig, out / "figures" / f"confusion_{dname}_{style}_{Path(spec).stem}")
+                    written.update(p.resolve() for p in save_fig(
+                        fig, out / "figures" / f"confusion_{dname}_{Path(style).stem}_{Path(spec).stem}"))
                     plt.close(fig)
                 else:
                     per_class[(dname, style, label)] = per_class_ap(S, y, ds.classnames)
-            if sweep and dname == list(dsets)[0] and spec == specs[0] and "aerial" in prompts:
-                bank = PromptBank.build(model, get_prompts(dname, "aerial", length, classnames=ds.classnames), ds.classnames)
+            if sweep and dname == list(dsets)[0] and spec == specs[0] and sweep_style and not dname.startswith("lucas"):
+                bank = PromptBank.build(model, get_prompts(ds.name, sweep_style, length, classnames=ds.classnames), ds.classnames)
                 img = art["img"]
                 sel = split_indices(y.numpy(), sweep_select_frac, seed)[0] if sweep_select_frac > 0 else None
                 sw = prompt_sweep(img, y, bank, sweep_ks, sweep_method, sweep_random, "cosine", select_on=sel, seed=seed)
-                sw.to_csv(out / "sweep.csv", index=False)
+                _write_csv(sw, out / "sweep.csv", written)
+                if not figures:
+                    continue
                 fig, ax = plt.subplots(figsize=(4.5, 3.2))
-                plot_sweep(sw, ax, f"{label if len(label) <= 60 else label[:57] + '...'}\n{dname} aerial prompts, {sweep_method} ranking")
+                plot_sweep(sw, ax, f"{label if len(label) <= 60 else label[:57] + '...'}\n{dname} {Path(sweep_style).stem} prompts, {sweep_method} ranking")
                 stamp(fig, caveat(model))
-                save_fig(fig, out / "figures" / f"sweep_{dname}")
+                written.update(p.resolve() for p in save_fig(fig, out / "figures" / f"sweep_{dname}"))
                 plt.close(fig)
         del model
     res = pd.DataFrame(rows)
-    res.to_csv(out / "results.csv", index=False)
+    _write_csv(res, out / "results.csv", written)
     rules = {d: main_rule(d, scoring, table_rule) for d in dsets}
     t1 = table1(res, rules)
-    t1.to_csv(out / "table1.csv", index=False)
-    note = ("Scoring rule per dataset: " + ", ".join(f"{d} **{r}**{' (transductive)' if r != 'cosine' else ''}" for d, r in rules.items())
+    _write_csv(t1, out / "table1.csv", written)
+    skipped = pd.concat(skipped).drop_duplicates(["dataset", "index"]) if skipped else pd.DataFrame()
+    note = (f"Configuration **{config}**: {CONFIG_TEXT[config].split(': ', 1)[1]}."
+            + "".join(f" Overridden: {k}={v!r}." for k, v in config_overrides(cfg).items())
+            + "\n\nScoring rule per dataset: " + ", ".join(f"{d} **{r}**{' (transductive)' if r != 'cosine' else ''}" for d, r in rules.items())
             + (" — the authors' code's rules (EuroSAT: class-mean; BigEarthNet: cos/2+1, ranked like cosine)" if table_rule == "official" else "")
             + ". EuroSAT and LUCAS: top-1 %; BigEarthNet-19: the authors' top-k recall % (mAP in results.csv). "
-            "'(paper)' columns: Table 1 of Jain et al. (WACV 2025), made with the authors' prompt files; shown only beside "
-            "trained models under the authors' rule. Every rule for every row is in results.csv.\n")
+            "'(paper)' columns: Table 1 of Jain et al. (WACV 2025), shown only beside rows made in the paper's "
+            "configuration (the authors' prompts or the paper's generic template, channel order, scoring rule, number of "
+            "images, PIL resize, trained weights of a Table-1 model); the last column says why a row has none. "
+            "Every rule for every row is in results.csv.\n")
+    if len(skipped):
+        note += f"\n{len(skipped)} unreadable file(s) skipped (on_error='skip'): listed in skipped_files.csv.\n"
     if res.not_a_result.any() and not res.untrained.any():
         note = f"**{DEMO_WEIGHTS.upper()}**: demo checkpoints are trained for minutes on a CPU.\n\n" + note
     if res.untrained.any():
         note = f"**{UNTRAINED.upper()}**: rows marked untrained come from random weights" + (
             "; the other rows come from demo weights, not results either" if (res.not_a_result & ~res.untrained).any() else "") + ".\n\n" + note
-    (out / "table1.md").write_text(note + "\n" + to_markdown(t1))
-    for (dname, style, label), t in per_class.items():
-        t.assign(model=label, dataset=dname, prompts=style).to_csv(
-            out / f"per_class_{dname}.csv", mode="a", index=False, header=not (out / f"per_class_{dname}.csv").exists())
+    with atomic_write(out / "table1.md", "w", encoding="utf-8") as f:
+        f.write(note + "\n" + to_markdown(t1))
+    written.add((out / "table1.md").resolve())
+    for dname in dsets:
+        tabs = [t.assign(model=label, dataset=d, prompts=style) for (d, style, label), t in per_class.items() if d == dname]
+        if tabs:
+            _write_csv(pd.concat(tabs, ignore_index=True), out / f"per_class_{dname}.csv", written)
+    if len(skipped):
+        _write_csv(skipped, out / "skipped_files.csv", written)
+        print(f"{len(skipped)} unreadable file(s) skipped (on_error='skip'); the list: {out / 'skipped_files.csv'}")
     for dname in dsets:
         for style in ([*prompts] if not dname.startswith("lucas") else ["generic"]):
             tabs = {lab: t for (d, s, lab), t in per_class.items() if d == dname and s == style}
-            if not tabs:
+            if not tabs or not figures:
                 continue
             metric = "f1" if "f1" in next(iter(tabs.values())) else "ap"
-            fig = plot_per_class(tabs, metric, f"{dname}, {style} prompts: per-class {metric} ({rules[dname]})",
+            fig = plot_per_class(tabs, metric, f"{dname}, {Path(style).stem} prompts: per-class {metric} ({rules[dname]})",
                                  next((c for c in (UNTRAINED, DEMO_WEIGHTS) if any(c in k for k in tabs)), ""))
-            save_fig(fig, out / "figures" / f"per_class_{dname}_{style}")
+            written.update(p.resolve() for p in save_fig(fig, out / "figures" / f"per_class_{dname}_{Path(style).stem}"))
             plt.close(fig)
+    _remove_stale(out, written)
     meta = run_metadata(**params)
     meta["seconds"] = round(time.time() - t0, 1)
     meta["models_evaluated"] = specs
+    meta["skipped_files"] = int(len(skipped))
     atomic_write_json(out / "params.json", meta)
     return res
 
@@ -427,41 +670,50 @@ def _list(s: str) -> list[str]:
 
 
 @call_parse
+@cli_errors
 def senclip_eval(
-    out: str = "runs/eval",  # run folder for tables and figures
-    models: str = ",".join(TABLE1_MODELS),  # comma-separated registry names / checkpoint paths
-    datasets: str = "eurosat,bigearthnet19",  # comma-separated: eurosat, bigearthnet19, lucas-lc1
-    prompts: str = "generic,aerial,ground",  # prompt styles, or paths to JSON files in the authors' format
-    length: str = "mixed",  # short | long | mixed
+    out: str = "runs/eval",  # run folder for tables and figures (its reports are rewritten)
+    config: str = "senclip",  # senclip (our prompts, true-colour BigEarthNet) | authors (exactly the paper's Table-1 configuration)
+    models: str = "",  # comma-separated registry names / checkpoint paths (default: Table 1's; with --demo the demo models)
+    datasets: str = "",  # comma-separated: eurosat, bigearthnet19, lucas-lc1 (default: eurosat,bigearthnet19; --demo adds lucas-lc1)
+    prompts: str = "",  # default: the config's; styles generic, aerial, ground, authors-aerial, authors-ground, or JSON paths
+    authors_prompts: str = "",  # folder holding the authors' prompt files (default: downloaded into the cache, checksum-verified)
+    length: str = "mixed",  # short | long | mixed (our prompt sets)
     scoring: str = "class-mean,cosine,dap",  # scoring rules computed for every row
-    table_rule: str = "official",  # rule of the Table-1 layout: official (the authors', per dataset) or a rule name
-    demo: bool = False,  # run on data/sample (offline, minutes on a CPU)
+    table_rule: str = "",  # rule of the Table-1 layout (default: the config's, official = the authors' per dataset)
+    demo: bool = False,  # run on data/sample with the demo models (offline, minutes on a CPU)
     eurosat_root: str = "",  # folder with 2750/ (downloaded into the cache when empty)
     eurosat_split: str = "",  # optional split file
     bigearthnet_root: str = "",  # BigEarthNet v1 S2 patch folders
     bigearthnet_split: str = "",  # CSV of patch names (torchgeo's test split)
     bigearthnet_subset: int = 27000,  # the authors' seeded subset (0 = every patch)
-    ben_bands: str = "rgb",  # rgb | official (the authors' B02,B03,B04 channel swap)
+    ben_bands: str = "",  # default: the config's; rgb | official (the authors' B02,B03,B04 channel swap)
     lucas_manifest: str = "",  # pair manifest for the LUCAS land-cover benchmark
-    on_error: str = "raise",  # raise | skip unreadable files (counted)
+    on_error: str = "raise",  # raise | skip unreadable files (listed in skipped_files.csv)
     n_boot: int = 1000,  # bootstrap resamples for confidence intervals (0 = none)
     no_sweep: bool = False,  # skip the Fig. 2 prompt-count sweep
+    no_figures: bool = False,  # tables only (no PNG/PDF figures)
     sweep_method: str = "alpha-beta-text",  # alpha-beta-text | alpha-beta-image | mean | hhi
     sweep_select_frac: float = 0.0,  # > 0: inductive prompt selection on this fraction of the images
     batch_size: int = 128,
     num_workers: int = 4,
     device: str = "",  # default: cuda when available
-    precision: str = "fp32",  # fp32 | bf16 | fp16
-    resize: str = "torch",  # torch (batched on the device) | pil (per image, the official pipeline)
+    precision: str = "",  # default: the config's (fp32); fp32 | bf16 | fp16
+    resize: str = "",  # default: the config's (pil); pil | pil-device (same pixels, batched on the device) | torch
+    debug: bool = False,  # show the traceback on errors
 ):
     "Zero-shot evaluation of SenCLIP and baselines (the paper's Table 1 and Fig. 2) into a run folder."
     import matplotlib
 
     matplotlib.use("Agg")
-    res = run_evaluation(out, _list(models), _list(datasets), _list(prompts), length, _list(scoring), demo, n_boot,
-                         not no_sweep, sweep_method, sweep_select_frac=sweep_select_frac, batch_size=batch_size,
-                         num_workers=num_workers, device=device, precision=precision, resize=resize,
-                         eurosat_root=eurosat_root, eurosat_split=eurosat_split, bigearthnet_root=bigearthnet_root,
-                         bigearthnet_split=bigearthnet_split, bigearthnet_subset=bigearthnet_subset,
-                         ben_bands=ben_bands, lucas_manifest=lucas_manifest, on_error=on_error, table_rule=table_rule)
+    models = _list(models) or list(DEMO_MODELS if demo else TABLE1_MODELS)
+    datasets = _list(datasets) or list(DEMO_DATASETS if demo else ("eurosat", "bigearthnet19"))
+    run_evaluation(out, models, datasets, _list(prompts) or None, length, _list(scoring), demo, n_boot,
+                   not no_sweep, sweep_method, sweep_select_frac=sweep_select_frac, batch_size=batch_size,
+                   num_workers=0 if demo else num_workers, device=device, precision=precision or None,
+                   resize=resize or None, table_rule=table_rule or None, config=config, ben_bands=ben_bands or None,
+                   authors_prompts=authors_prompts, eurosat_root=eurosat_root, eurosat_split=eurosat_split,
+                   bigearthnet_root=bigearthnet_root, bigearthnet_split=bigearthnet_split,
+                   bigearthnet_subset=bigearthnet_subset, lucas_manifest=lucas_manifest, on_error=on_error,
+                   figures=not no_figures)
     print((Path(out) / "table1.md").read_text())  # nothing returned: console scripts exit with the return value

@@ -54,6 +54,13 @@ def test_default_mode_fails_early_offline(tmp_path):
     assert out.returncode != 0
     assert "downloads are off" in out.stderr or "HF_HUB_OFFLINE" in out.stderr, out.stderr[-2000:]
     assert not (tmp_path / "run" / "results.csv").exists()
+    # the clear message comes first, on its own line (the kernel writes it before papermill's report), and the
+    # cell's traceback is the cell alone: no frames from huggingface_hub or senclip's internals
+    lines = out.stderr.splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("04_eval stopped:"))
+    assert first < 10, out.stderr[:3000]
+    assert "senclip-vit-b-32-avgpool" in lines[first] and "demo=True" in lines[first]
+    assert "LocalEntryNotFoundError" not in out.stderr and "huggingface_hub" not in out.stderr
 
 
 def test_senclip_eval_cli(tmp_path):
