@@ -67,12 +67,15 @@ def photo_gallery(
         from senclip.pairs import read_manifest
 
         m = read_manifest(manifest) if not isinstance(manifest, pd.DataFrame) else manifest
-        m = m.drop_duplicates("id").set_index(m["id"].drop_duplicates().astype(str))
-        known = items["id"].isin(m.index)
-        photo = [m.at[i, f"photo_{v}"] if ok else "" for i, v, ok in zip(items["id"], items["direction"], known)]
-        items["photo"] = photo
+        m = m.assign(id=m["id"].astype(str)).drop_duplicates("id").set_index("id")
+        per = m.reindex(items["id"])  # one manifest row per photo (NaN for points the manifest lacks)
+        items["photo"] = ""
+        for v in DIRECTIONS:
+            here = (items["direction"] == v).to_numpy()
+            items.loc[here, "photo"] = per[f"photo_{v}"].to_numpy()[here]
+        items["photo"] = items["photo"].fillna("")
         for c in ("lc1", "lat", "lon"):
-            items[c] = [m.at[i, c] if ok else None for i, ok in zip(items["id"], known)]
+            items[c] = per[c].to_numpy()
     return Gallery(store.embeddings[rows, cols], items, f"ground photos ({store.model_name or '?'})")
 
 # %% ../nbs/04f_retrieval.ipynb
@@ -183,9 +186,9 @@ def point_gallery(
         from senclip.pairs import read_manifest
 
         mf = read_manifest(manifest) if not isinstance(manifest, pd.DataFrame) else manifest
-        mf = mf.drop_duplicates("id").set_index(mf["id"].drop_duplicates().astype(str))
+        rows = mf.assign(id=mf["id"].astype(str)).drop_duplicates("id").set_index("id").reindex(ids)
         for c, src in (("lc1", "lc1"), ("lat", "lat"), ("lon", "lon"), ("path", "patch")):
-            items[c] = [mf.at[i, src] if i in mf.index else None for i in ids]
+            items[c] = rows[src].to_numpy()
     return Gallery(emb[has], items, f"points ({store.model_name or '?'}, mean of views)")
 
 # %% ../nbs/04f_retrieval.ipynb
