@@ -423,7 +423,7 @@ def plot_view_weights(
     ax.axhline(0.25, color="k", ls="--", lw=0.8, label="uniform")
     ax.set_xticks(x, [f"{_wrap(c, 16)}\nn={k}" for c, k in zip(table["class"], table["n_points"])], fontsize=7)
     ax.set_ylabel("mean view weight")
-    ax.set_ylim(0, max(0.5, float(table[list(DIRECTIONS)].to_numpy().max()) * 1.15 if n else 0.5))
+    ax.set_ylim(0, max(0.5, float(table[list(DIRECTIONS)].to_numpy().max()) * 1.3 if n else 0.5))  # room for the legend
     ax.legend(fontsize=7, ncol=5, loc="upper center", frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
