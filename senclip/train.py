@@ -378,6 +378,7 @@ def train(
     allow_foreign_embeddings: bool = False,  # train on a store made by another model than `preset`'s (with a warning)
 ) -> dict:
     "Train SenCLIP; returns a dict of paths (checkpoint, best, exports, metrics) and the final step/epoch/status."
+    p = get_preset(preset, **(overrides or {}))  # a bad preset or --set value fails before the heavy imports
     import torch
     import torch.distributed as dist
     import torch.nn as nn
@@ -390,7 +391,6 @@ def train(
     from senclip.train_parts import (GlobalBatchSampler, TrainStep, TrainTransform, load_checkpoint, param_groups,
                                      rng_state, save_checkpoint, set_rng_state)
 
-    p = get_preset(preset, **(overrides or {}))
     rank, local, world, dev = dist_setup(device)
     main = rank == 0
     seed_everything(p.seed, deterministic)  # the same model on every rank; reseeded with seed + rank below

@@ -35,6 +35,7 @@ def _load(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sets", [
     ["negatives=queue+batch", "pooling=attn_image", "symmetric=true"],  # the paper's loss, learnt pooling, both ways
     ["negatives=batch", "pooling=avg"],
