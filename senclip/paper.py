@@ -22,8 +22,8 @@ from .core import (UserError, atomic_write, atomic_write_json, cli_errors, ensur
                           git_commit, repo_root, run_metadata)
 
 # %% auto 0
-__all__ = ['PRESETS', 'RUN_SETTINGS', 'INPUT_NAMES', 'CONTEXT_STEP', 'NOT_A_RESULT', 'REPORT_CSS', 'TABLE_DATASETS',
-           'CONFIG_COLUMNS', 'parse_sets', 'digest_paths', 'notebook_digest', 'Step', 'run_steps',
+__all__ = ['PRESETS', 'RUN_SETTINGS', 'INPUT_NAMES', 'CONTEXT_STEP', 'NOT_A_RESULT', 'PAPER_ORDER', 'REPORT_CSS',
+           'TABLE_DATASETS', 'CONFIG_COLUMNS', 'parse_sets', 'digest_paths', 'notebook_digest', 'Step', 'run_steps',
            'notebook_parameters', 'notebook_inputs', 'execute_notebook', 'paper_notebooks', 'paper_steps',
            'report_sections', 'write_results', 'write_report', 'read_eval_run', 'run_caveat', 'short_model',
            'main_rules', 'table1_layout', 'table1_wide', 'length_table', 'table_figure', 'save_outputs', 'run_paper',
@@ -161,7 +161,7 @@ def run_steps(
             if not force and old.get("fingerprint") == fp and _outputs_exist(old.get("outputs", {})):
                 rec.update(status="unchanged", outputs=old.get("outputs", {}), seconds=old.get("seconds", 0.0))
             else:
-                log(f"== {s.name}: running")
+                log(f"[senclip_paper] {s.name}: running")
                 t = time.time()
                 try:
                     outputs = {k: str(v) for k, v in (s.run() or {}).items()}
@@ -174,7 +174,7 @@ def run_steps(
                                outputs=getattr(e, "senclip_outputs", {}))
         status[s.name] = rec["status"]
         if rec["status"] != "ran":
-            log(f"== {s.name}: {rec['status']}" + (f" ({rec['error']})" if rec["error"] else ""))
+            log(f"[senclip_paper] {s.name}: {rec['status']}" + (f" ({rec['error']})" if rec["error"] else ""))
         records.append(rec)
     return records
 
@@ -190,10 +190,18 @@ CONTEXT_STEP = {"pairs": "pairs", "manifest": "pairs", "store": "pairs", "train"
 
 
 def notebook_parameters(path: str | Path) -> dict:
-    "The parameters a notebook declares in its `parameters` cell (papermill.inspect_notebook), name -> default."
+    "The parameters a notebook declares in its `parameters` cell (papermill.inspect_notebook), name -> default value."
     import papermill as pm
 
-    return {k: v.get("default") for k, v in pm.inspect_notebook(str(path)).items()}
+    import ast
+
+    def value(src):
+        try:
+            return ast.literal_eval(src)
+        except (ValueError, SyntaxError, TypeError):
+            return src
+
+    return {k: value(v.get("default")) for k, v in pm.inspect_notebook(str(path)).items()}
 
 
 def notebook_inputs(declared, ctx: dict, extra: dict | None = None) -> tuple[dict, list[str]]:
@@ -459,6 +467,10 @@ def _stamp_of(folder: Path) -> str:
     return ""
 
 # %% ../nbs/08_paper.ipynb
+PAPER_ORDER = ("table1", "tableA1_prompt_length", "fig2_prompt_count", "fig4_retrieval", "figA1_points", "table2",
+               "training_curves", "attention_views")  # the report's order (other notebooks follow, then map and eval)
+
+
 def report_sections(out: Path, records: list[dict]) -> list[dict]:
     "One section per step with figures or tables: title, stamp, PNGs and CSVs (paths relative to `out`)."
     secs = []
@@ -472,6 +484,10 @@ def report_sections(out: Path, records: list[dict]) -> list[dict]:
         folder = Path(folder)
         pngs = sorted(folder.rglob("*.png"), key=lambda p: (p.parent != folder, str(p)))
         csvs = sorted(p for p in folder.glob("*.csv"))
+        if r["step"].startswith("eval_"):  # the extra prompt-length runs: their table only (figures stay in the folder)
+            pngs, csvs = [], [p for p in csvs if p.name == "table1.csv"]
+        elif r["step"] == "eval":  # the Table-1 layout and the sweep first; results.csv holds every row
+            csvs = sorted(csvs, key=lambda p: (p.name != "table1.csv", p.name != "sweep.csv", p.name))
         title = (_title(r["notebook"]) if r["notebook"] and "04_eval" not in r["notebook"] else
                  {"eval": "Evaluation (nbs/04_eval.ipynb)", "map": "Land-use map of the scene"}.get(r["step"], r["step"]))
         if r["step"].startswith("eval_"):
@@ -480,8 +496,8 @@ def report_sections(out: Path, records: list[dict]) -> list[dict]:
         secs.append(dict(step=r["step"], title=title, stamp=_stamp_of(folder), status=r["status"], error=r["error"],
                          pngs=[str(p.relative_to(out)) for p in pngs], csvs=[str(p.relative_to(out)) for p in csvs],
                          notebook=str(Path(nb).relative_to(out)) if nb and nb.startswith(str(out)) else nb))
-    order = lambda s: (0 if s["step"] not in ("eval", "map") and not s["step"].startswith("eval_") else
-                       1 if s["step"] == "map" else 2, 0)
+    rank = {n: i for i, n in enumerate(PAPER_ORDER)}
+    order = lambda s: (rank.get(s["step"], len(rank) + (s["step"] == "map") + 2 * s["step"].startswith("eval")), s["step"])
     return sorted(secs, key=order)
 
 # %% ../nbs/08_paper.ipynb
@@ -558,12 +574,12 @@ def write_report(out: Path, res: dict) -> Path:
             h.append(f"<div class=fail>{e(s['status'])}: {e(s['error'])}</div>")
         if s["notebook"]:
             h.append(f"<p class=meta>notebook: <a href='{e(s['notebook'])}'>{e(s['notebook'])}</a></p>")
-        for c in s["csvs"]:
-            h.append(f"<h3>{e(Path(c).name)}</h3>" + _csv_html(out / c))
         if s["pngs"]:
             h.append("<div class=figs>" + "".join(
                 f"<figure><a href='{e(p)}'><img src='{e(p)}' alt='{e(Path(p).stem)}' loading=eager></a>"
                 f"<figcaption>{e(Path(p).name)}</figcaption></figure>" for p in s["pngs"]) + "</div>")
+        for c in s["csvs"]:
+            h.append(f"<h3>{e(Path(c).name)}</h3>" + _csv_html(out / c))
         h.append("</section>")
     h.append("<section id=steps><h2>Steps</h2><table><tr><th>step</th><th>status</th><th>seconds</th><th>notebook</th><th>note</th></tr>")
     for r in res["steps"]:
@@ -637,30 +653,38 @@ def table1_layout(results, rules: dict[str, str]):
     import pandas as pd
 
     r = results[results["dataset"].isin(list(TABLE_DATASETS)) & (results["scoring"] == results["dataset"].map(rules))].copy()
+    r["prompts"] = r["prompts"].astype(str).str.replace("authors-", "", regex=False)  # config 'authors': their files
     cfg = next((c for c in CONFIG_COLUMNS if c in r), None)
-    r["configuration"] = r[cfg].fillna("").astype(str) if cfg else (
-        r["scoring"] + " scoring, " + r["length"].fillna("-").astype(str).str.replace("-", "one", regex=False) + " prompts")
+    if cfg:  # the evaluation names the configuration it ran (senclip.eval.CONFIGS)
+        r["configuration"] = r[cfg].fillna("").astype(str) + ", " + r["scoring"] + " scoring"
+    else:  # the rule and the prompt length of the styled sets (generic has one sentence per class)
+        ln = r[r["length"].astype(str) != "-"].groupby(["dataset", "model"])["length"].first()
+        key = list(zip(r["dataset"], r["model"]))
+        r["configuration"] = [f"{s} scoring, {ln.get(k, 'generic')} prompts" for s, k in zip(r["scoring"], key)]
     pub = pd.to_numeric(r["published"], errors="coerce") if "published" in r else pd.Series(np.nan, index=r.index)
     out = pd.DataFrame({"dataset": r["dataset"].map(TABLE_DATASETS), "model": r["model"].map(short_model),
                         "configuration": r["configuration"], "prompts": r["prompts"], "metric": r.get("metric", ""),
                         "ours": r["value"], "ci_low": r.get("ci_low", np.nan), "ci_high": r.get("ci_high", np.nan),
                         "published": pub, "difference": r["value"] - pub,
-                        "not_a_result": r.get("not_a_result", False)})
+                        "not_a_result": r.get("not_a_result", False),
+                        "no paper number because": r["paper_note"].fillna("") if "paper_note" in r else ""})
     order = {"generic": 0, "aerial": 1, "ground": 2}
     return out.sort_values(["dataset", "model", "prompts"], key=lambda s: s.map(order) if s.name == "prompts" else s).reset_index(drop=True)
 
 
 def table1_wide(long):
     "Table 1 as the paper prints it: a row per (dataset, model); ours per prompt style, with the paper's and Δ where it is published."
-    w = long.pivot_table(index=["dataset", "model", "configuration"], columns="prompts", values=["ours", "published", "difference"], aggfunc="first", dropna=False)
-    cols = {}
+    import pandas as pd
+
+    idx = ["dataset", "model"]
+    w = long.pivot_table(index=idx, columns="prompts", values=["ours", "published", "difference"], aggfunc="first")
+    cfg = long.groupby(idx)["configuration"].agg(lambda s: "; ".join(dict.fromkeys(x for x in s if x)))
+    cols = {"configuration": cfg.reindex(w.index)}
     for style in [s for s in ("generic", "aerial", "ground") if s in long["prompts"].values]:
         cols[style] = w[("ours", style)]
         if ("published", style) in w and w[("published", style)].notna().any():
             cols[f"{style} paper"] = w[("published", style)]
             cols[f"{style} Δ"] = w[("difference", style)]
-    import pandas as pd
-
     return pd.DataFrame(cols).reset_index()
 
 # %% ../nbs/08_paper.ipynb
@@ -692,7 +716,7 @@ def table_figure(df, title: str = "", caveat_text: str = "", fontsize: int = 8, 
     cells = [[fmt(v) for v in row] for row in df.itertuples(index=False)]
     cols = [str(c) for c in df.columns]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.075 * fontsize / 8 * sum(w + 3 for w in widths)), 0.6 + 0.24 * (len(cells) + 1)))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.075 * fontsize / 8 * sum(w + 3 for w in widths)), 1.0 + 0.24 * (len(cells) + 1)))
     ax.axis("off")
     tbl = ax.table(cellText=cells or [[""] * len(cols)], colLabels=cols, loc="center", cellLoc="center")
     tbl.auto_set_font_size(False)
@@ -704,7 +728,7 @@ def table_figure(df, title: str = "", caveat_text: str = "", fontsize: int = 8, 
         if j < 2 and i > 0:
             c.set_text_props(ha="left")
     if title:
-        ax.set_title(title, fontsize=fontsize + 1, pad=12)
+        ax.set_title(title, fontsize=fontsize + 1, pad=16)
     return stamp(fig, caveat_text)
 
 
