@@ -19,11 +19,11 @@ import torch
 from fastcore.script import call_parse
 from .core import (sample_dir, repo_root, cache_dir, run_metadata, atomic_write_json, atomic_write, atomic_path,
                           OfflineError, seed_everything, UserError, cli_errors, ensure_writable)
-from .benchmarks import EuroSAT, BigEarthNet, LucasLandCover, BEN_OFFICIAL_BANDS, BEN_RGB_BANDS
+from .benchmarks import EuroSAT, BigEarthNet, LucasLandCover, BEN_OFFICIAL_BANDS, BEN_RGB_BANDS, BEN_AUTHORS_CONFIG
 from .promptsets import get_prompts, prompt_source, AUTHORS_PROMPTS_COMMIT
 from .zeroshot import load_model, embed_images, PromptBank, zeroshot_scores, RESIZE_MODES, FAITHFUL_RESIZE
 from .metrics import topk_accuracy, per_class_prf, confusion, multilabel_map, topk_recall, bootstrap_ci
-from .selection import prompt_sweep, plot_sweep, split_indices
+from .selection import prompt_sweep, plot_sweep, split_indices, AUTHORS_SWEEP
 
 log = logging.getLogger(__name__)
 UNTRAINED = "untrained weights — not a result"
@@ -31,11 +31,11 @@ DEMO_WEIGHTS = "demo weights (minutes of CPU training) — not a result"
 
 # %% auto 0
 __all__ = ['log', 'UNTRAINED', 'DEMO_WEIGHTS', 'DATASETS', 'TABLE1_MODELS', 'DEMO_MODELS', 'DEMO_DATASETS', 'OFFICIAL_RULE',
-           'PAPER_IMAGES', 'PUBLISHED_MODELS', 'CONFIGS', 'CONFIG_TEXT', 'REPORTS', 'check_model', 'make_dataset',
-           'resolve_inputs', 'fail_fast', 'main_rule', 'published_table', 'published_key', 'caveat', 'display_name',
-           'resolve_config', 'paper_mismatch', 'sample_names', 'evaluate_one', 'stamp', 'save_fig', 'plot_confusion',
-           'plot_per_class', 'per_class_ap', 'to_markdown', 'table1', 'config_overrides', 'run_evaluation',
-           'senclip_eval']
+           'PAPER_IMAGES', 'PUBLISHED_MODELS', 'CONFIGS', 'SWEEPS', 'CONFIG_TEXT', 'REPORTS', 'check_model',
+           'make_dataset', 'resolve_inputs', 'fail_fast', 'main_rule', 'published_table', 'published_key', 'caveat',
+           'display_name', 'resolve_config', 'paper_mismatch', 'sample_names', 'evaluate_one', 'stamp', 'save_fig',
+           'plot_confusion', 'plot_per_class', 'per_class_ap', 'to_markdown', 'table1', 'config_overrides',
+           'run_evaluation', 'senclip_eval']
 
 # %% ../nbs/04e_evaluate.ipynb
 DATASETS = ("eurosat", "bigearthnet19", "lucas-lc1")
@@ -115,8 +115,10 @@ def make_dataset(
                 f"BigEarthNet root {bigearthnet_root!r} not found: download BigEarthNet-S2-v1.0.tar.gz (66 GB, "
                 "https://bigearthnet.eu), extract it and set bigearthnet_root to the folder of patch folders")
         try:  # the authors' DataLoader drops the last incomplete batch of their draw: 26,976 of 27,000
-            return BigEarthNet(bigearthnet_root, split=bigearthnet_split or "test", bands=bands,
-                               subset=bigearthnet_subset or None, drop_last=bool(bigearthnet_subset), on_error=on_error)
+            A = BEN_AUTHORS_CONFIG
+            return BigEarthNet(bigearthnet_root, split=bigearthnet_split or A["split"], bands=bands,
+                               subset=bigearthnet_subset or None, seed=A["seed"], drop_last=bool(bigearthnet_subset),
+                               batch_size=A["batch_size"], on_error=on_error)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(f"BigEarthNet: {e}; check bigearthnet_root / bigearthnet_split") from e
     if name == "lucas-lc1":
@@ -241,9 +243,13 @@ def display_name(spec: str, model) -> str:
 # %% ../nbs/04e_evaluate.ipynb
 CONFIGS = {
     "senclip": dict(prompts=("generic", "aerial", "ground"), ben_bands="rgb", resize="pil", precision="fp32",
-                    table_rule="official"),
+                    table_rule="official", sweep_method="alpha-beta-text"),
     "authors": dict(prompts=("generic", "authors-aerial", "authors-ground"), ben_bands="official", resize="pil",
-                    precision="fp32", table_rule="official"),
+                    precision="fp32", table_rule="official", sweep_method=AUTHORS_SWEEP["method"]),
+}
+SWEEPS = {  # how each configuration's Fig. 2 sweep ranks and scores (the method can be overridden)
+    "senclip": dict(method="alpha-beta-text", rule="cosine", shift=False, sim_map="authors", topk_images=1000),
+    "authors": dict(AUTHORS_SWEEP),  # prompt_sim_rank on cos/2+1 over the images, class-mean of cos/2+1
 }
 CONFIG_TEXT = {
     "senclip": "senclip: the paper's generic template and our own aerial/ground prompt sets, true-colour BigEarthNet "
@@ -256,7 +262,7 @@ CONFIG_TEXT = {
 
 def resolve_config(
     config: str = "senclip",  # senclip | authors
-    **settings,  # prompts, ben_bands, resize, precision, table_rule: None (or absent) = the configuration's
+    **settings,  # prompts, ben_bands, resize, precision, table_rule, sweep_method: None (or absent) = the configuration's
 ) -> dict:
     "The settings of a named configuration, with the ones given explicitly (not None) overriding it."
     if config not in CONFIGS:
@@ -294,22 +300,23 @@ def paper_mismatch(
     elif source == "file":
         why.append(f"prompt file {Path(style).name} is not one of the authors'")
     if base == "bigearthnet19" and tuple(getattr(dataset, "bands", ())) != tuple(BEN_OFFICIAL_BANDS):
-        why.append("true-colour bands B04,B03,B02; the paper fed B02,B03,B04 as RGB (ben_bands='official')")
+        why.append("true-colour bands B04,B03,B02 (the paper fed B02,B03,B04 as RGB: ben_bands='official')")
     proto = getattr(dataset, "protocol", None) or {}
     if base == "bigearthnet19" and proto:
         split_ok = str(proto.get("split")) == "test" or Path(str(proto.get("split_file") or "")).name in ("bigearthnet-test.csv", "test.csv")
         if not split_ok:
-            why.append(f"split {proto.get('split')!r}; the paper drew from the official test split")
-        elif (proto.get("subset"), proto.get("seed"), bool(proto.get("drop_last"))) != (27000, 42, True):
+            why.append(f"split {proto.get('split')!r} (the paper drew from the official test split)")
+        elif (proto.get("subset"), proto.get("seed"), bool(proto.get("drop_last"))) != tuple(
+                BEN_AUTHORS_CONFIG[k] for k in ("subset", "seed", "drop_last")):
             why.append("not the authors' draw from the test split (27,000 with seed 42, then drop_last)")
     if rule != OFFICIAL_RULE[base]:
-        why.append(f"scoring {rule}; the paper's rule is {OFFICIAL_RULE[base]}")
+        why.append(f"scoring {rule} (the paper's rule: {OFFICIAL_RULE[base]})")
     if n_images != PAPER_IMAGES[base]:
-        why.append(f"{n_images:,} images scored; the paper scored {PAPER_IMAGES[base]:,}")
+        why.append(f"{n_images:,} images scored (the paper: {PAPER_IMAGES[base]:,})")
     if resize not in FAITHFUL_RESIZE:
         why.append(f"resize={resize!r} differs from the authors' PIL bicubic resize (use 'pil' or 'pil-device')")
     if precision not in ("fp32", "fp16"):
-        why.append(f"precision {precision}; the authors ran fp32 (EuroSAT) and fp16 autocast (BigEarthNet)")
+        why.append(f"precision {precision} (the authors ran fp32 for EuroSAT, fp16 autocast for BigEarthNet)")
     return why
 
 # %% ../nbs/04e_evaluate.ipynb
@@ -534,7 +541,7 @@ def run_evaluation(
     demo: bool = False,
     n_boot: int = 1000,
     sweep: bool = True,  # the Fig. 2 sweep on the first dataset and model
-    sweep_method: str = "alpha-beta-text",
+    sweep_method: str | None = None,  # None: the config's (senclip: alpha-beta-text; authors: their image-based ranking)
     sweep_ks: Sequence[int] = (1, 2, 5, 10, 15, 25),
     sweep_random: int = 30,
     sweep_select_frac: float = 0.0,  # > 0: inductive selection on this stratified fraction, test on the rest
@@ -559,8 +566,10 @@ def run_evaluation(
     if authors_prompts:
         os.environ["SENCLIP_AUTHORS_PROMPTS"] = str(Path(authors_prompts).expanduser())
     cfg = resolve_config(config, prompts=prompts, ben_bands=ben_bands, resize=resize, precision=precision,
-                         table_rule=table_rule)
+                         table_rule=table_rule, sweep_method=sweep_method)
     prompts, resize, precision, table_rule = cfg["prompts"], cfg["resize"], cfg["precision"], cfg["table_rule"]
+    sweep_cfg = {**SWEEPS[config], "method": cfg["sweep_method"]}
+    sweep_method = sweep_cfg["method"]
     seed_everything(seed)
     out = ensure_writable(out_dir)
     specs, dsets = resolve_inputs(models, datasets, prompts, demo, work_dir=out, ben_bands=cfg["ben_bands"], **data_kwargs)
@@ -569,7 +578,8 @@ def run_evaluation(
                   scoring=list(scoring), demo=demo, n_boot=n_boot, sweep=sweep, sweep_method=sweep_method,
                   sweep_ks=list(sweep_ks), sweep_random=sweep_random, sweep_select_frac=sweep_select_frac,
                   batch_size=batch_size, precision=precision, resize=resize, table_rule=table_rule, seed=seed,
-                  ben_bands=cfg["ben_bands"], figures=figures, **data_kwargs)
+                  ben_bands=cfg["ben_bands"], figures=figures, sweep_rule=sweep_cfg["rule"], sweep_shift=sweep_cfg["shift"],
+                  **data_kwargs)
     atomic_write_json(out / "params.json", run_metadata(**params))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     emb_kwargs = dict(batch_size=batch_size, num_workers=num_workers, device=device, precision=precision,
@@ -604,12 +614,14 @@ def run_evaluation(
                 bank = PromptBank.build(model, get_prompts(ds.name, sweep_style, length, classnames=ds.classnames), ds.classnames)
                 img = art["img"]
                 sel = split_indices(y.numpy(), sweep_select_frac, seed)[0] if sweep_select_frac > 0 else None
-                sw = prompt_sweep(img, y, bank, sweep_ks, sweep_method, sweep_random, "cosine", select_on=sel, seed=seed)
+                sw = prompt_sweep(img, y, bank, sweep_ks, sweep_method, sweep_random, sweep_cfg["rule"], select_on=sel,
+                                  seed=seed, topk_images=sweep_cfg["topk_images"], shift=sweep_cfg["shift"],
+                                  sim_map=sweep_cfg["sim_map"])
                 _write_csv(sw, out / "sweep.csv", written)
                 if not figures:
                     continue
                 fig, ax = plt.subplots(figsize=(4.5, 3.2))
-                plot_sweep(sw, ax, f"{label if len(label) <= 60 else label[:57] + '...'}\n{dname} {Path(sweep_style).stem} prompts, {sweep_method} ranking")
+                plot_sweep(sw, ax, f"{label if len(label) <= 60 else label[:57] + '...'}\n{dname} {Path(sweep_style).stem} prompts, {sweep_method} ranking, {sweep_cfg['rule']}{' of cos/2+1' if sweep_cfg['shift'] else ''}")
                 stamp(fig, caveat(model))
                 written.update(p.resolve() for p in save_fig(fig, out / "figures" / f"sweep_{dname}"))
                 plt.close(fig)
@@ -693,7 +705,7 @@ def senclip_eval(
     n_boot: int = 1000,  # bootstrap resamples for confidence intervals (0 = none)
     no_sweep: bool = False,  # skip the Fig. 2 prompt-count sweep
     no_figures: bool = False,  # tables only (no PNG/PDF figures)
-    sweep_method: str = "alpha-beta-text",  # alpha-beta-text | alpha-beta-image | mean | hhi
+    sweep_method: str = "",  # default: the config's; alpha-beta-text | alpha-beta-image | mean | hhi
     sweep_select_frac: float = 0.0,  # > 0: inductive prompt selection on this fraction of the images
     batch_size: int = 128,
     num_workers: int = 4,
@@ -709,7 +721,7 @@ def senclip_eval(
     models = _list(models) or list(DEMO_MODELS if demo else TABLE1_MODELS)
     datasets = _list(datasets) or list(DEMO_DATASETS if demo else ("eurosat", "bigearthnet19"))
     run_evaluation(out, models, datasets, _list(prompts) or None, length, _list(scoring), demo, n_boot,
-                   not no_sweep, sweep_method, sweep_select_frac=sweep_select_frac, batch_size=batch_size,
+                   not no_sweep, sweep_method or None, sweep_select_frac=sweep_select_frac, batch_size=batch_size,
                    num_workers=0 if demo else num_workers, device=device, precision=precision or None,
                    resize=resize or None, table_rule=table_rule or None, config=config, ben_bands=ben_bands or None,
                    authors_prompts=authors_prompts, eurosat_root=eurosat_root, eurosat_split=eurosat_split,

@@ -70,7 +70,7 @@ def test_authors_config_shows_the_papers_numbers(tmp_path, authors_prompts, tabl
     assert set(res[res.scoring == "class-mean"].prompt_source) == {"paper-template", "authors"}
     # the other scoring rules of the same run are not the paper's configuration: no number, and why
     other = res[res.scoring != "class-mean"]
-    assert other.published.isna().all() and other.paper_note.str.contains("the paper's rule is class-mean").all()
+    assert other.published.isna().all() and other.paper_note.str.contains("the paper's rule: class-mean").all()
 
 
 def test_our_prompts_get_no_paper_number_and_say_why(tmp_path, authors_prompts, table1_model, shared_cache):
