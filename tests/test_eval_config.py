@@ -115,3 +115,35 @@ def test_true_rgb_bigearthnet_says_the_paper_swapped_channels(tmp_path, authors_
     res, t1, _ = _run(tmp_path, "official", shared_cache, **kw)  # the authors' channel order: only the sample's split differs
     assert "B02,B03,B04 as RGB" not in t1.iloc[0]["no paper number because"]
     assert "the paper drew from the official test split" in t1.iloc[0]["no paper number because"]
+
+
+def test_authors_prompt_files_download_checked(tmp_path, http_server, monkeypatch):
+    """Without a folder, the authors' files come from their repository at the pinned commit (here a local server in
+    the same layout), sha256-checked and cached; a changed file is refused; offline, the message says what to do."""
+    from senclip.core import ChecksumError
+
+    url, www, handler = http_server
+    data = {c: [f"aerial view of {c}"] for c in promptsets.DATASET_CLASSNAMES["eurosat"]}
+    raw = json.dumps(data).encode()
+    name = "prompt_eurosat_aerial_mixed.json"
+    (www / promptsets.AUTHORS_PROMPTS_COMMIT / "src" / "prompts").mkdir(parents=True)
+    (www / promptsets.AUTHORS_PROMPTS_COMMIT / "src" / "prompts" / name).write_bytes(raw)
+    monkeypatch.setattr(promptsets, "AUTHORS_PROMPTS_URL", url + "/{commit}/src/prompts/{file}")
+    monkeypatch.setattr(promptsets, "AUTHORS_PROMPT_FILES", {
+        ("eurosat", "aerial"): (name, hashlib.sha256(raw).hexdigest(), promptsets.content_digest(data))})
+    monkeypatch.setenv("SENCLIP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SENCLIP_AUTHORS_PROMPTS", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(promptsets.PromptError, match="downloads are off: download .* SENCLIP_AUTHORS_PROMPTS"):
+        promptsets.get_prompts("eurosat", "authors-aerial")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("SENCLIP_OFFLINE", raising=False)
+    p = promptsets.get_prompts("eurosat", "authors-aerial")
+    assert p["Forest"] == ["aerial view of Forest"] and len(handler.requests_seen) == 1
+    promptsets.get_prompts("eurosat", "authors-aerial")  # from the cache
+    assert len(handler.requests_seen) == 1
+    assert promptsets.prompt_source("eurosat", str(promptsets.authors_prompt_file("eurosat", "aerial"))) == ("authors", "aerial")
+    (tmp_path / "cache" / "prompts" / "authors" / name).unlink()
+    (www / promptsets.AUTHORS_PROMPTS_COMMIT / "src" / "prompts" / name).write_bytes(raw.replace(b"Forest", b"Woods"))
+    with pytest.raises(ChecksumError):
+        promptsets.authors_prompt_file("eurosat", "aerial")
