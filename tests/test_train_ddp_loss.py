@@ -35,6 +35,53 @@ def _load(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _loss_and_grads(rank, world, folder):
+    "One SenCLIP forward/backward on this rank's slice of a fixed batch of 8 (world 1: all of it); saves loss and grads."
+    import torch.distributed as dist
+
+    from senclip.core import get_preset
+    from senclip.model import build_senclip
+
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{folder}/pg", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    m = build_senclip(get_preset("tiny", negatives="queue+batch", pooling="attn_image", symmetric=True, head=False,
+                                 learn_temperature=True, queue_size=16, queue_init="random"))
+    g = torch.Generator().manual_seed(1)
+    images, ground = torch.randn(8, 3, 32, 32, generator=g), torch.randn(8, 4, m.embed_dim, generator=g)
+    mask = torch.rand(8, 4, generator=g) > 0.3
+    mask[:, 0] = True
+    b = 8 // world
+    sl = slice(rank * b, (rank + 1) * b)
+    out = m(images[sl], ground[sl], mask[sl])
+    out["loss"].backward()
+    loss = out["loss"].detach()
+    grads = {n: t.grad.clone() for n, t in m.named_parameters() if t.grad is not None}
+    if world > 1:  # what DDP does: average the losses' gradients over the ranks
+        dist.all_reduce(loss)
+        for v in grads.values():
+            dist.all_reduce(v)
+        loss /= world
+        grads = {n: v / world for n, v in grads.items()}
+        dist.destroy_process_group()
+    if rank == 0:
+        torch.save({"loss": loss, "grads": grads}, f"{folder}/world{world}.pt")
+
+
+def test_gathered_negatives_give_the_combined_batch_gradient(tmp_path):
+    "Fast check of senclip.model.gather_with_grad inside SenCLIP's loss: 2 gloo processes == 1 process, loss and grads."
+    import torch.multiprocessing as mp
+
+    _loss_and_grads(0, 1, str(tmp_path))
+    mp.start_processes(_loss_and_grads, args=(2, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    one, two = _load(tmp_path / "world1.pt"), _load(tmp_path / "world2.pt")
+    torch.testing.assert_close(two["loss"], one["loss"], rtol=1e-5, atol=1e-6)
+    assert one["grads"].keys() == two["grads"].keys() and "pool.linear.weight" in one["grads"]
+    for k in one["grads"]:
+        torch.testing.assert_close(two["grads"][k], one["grads"][k], rtol=1e-4, atol=1e-6, msg=k)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sets", [
     ["negatives=queue+batch", "pooling=attn_image", "symmetric=true"],  # the paper's loss, learnt pooling, both ways
