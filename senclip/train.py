@@ -663,7 +663,7 @@ def senclip_train(
     manifest: str = None,  # pair manifest (Parquet); default: the bundled sample pairs
     store: str = None,  # ground-embedding store (safetensors); default: the sample's
     out: str = "runs/train",  # run folder
-    resume: Param("continue from OUT/checkpoints/last.pt (no value) or from a given checkpoint", str, nargs="?", const="last") = None,
+    resume: Param("continue from OUT/checkpoints/last.pt (no value) or from a given checkpoint; --preset/--set must match the run's except epochs and num_workers", str, nargs="?", const="last") = None,
     device: str = "auto",  # auto | cpu | cuda
     compile: store_true = False,  # torch.compile the image tower
     cuda_graph: str = "auto",  # auto | yes | no: capture each step as a CUDA graph (one GPU)
