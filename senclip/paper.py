@@ -324,6 +324,8 @@ def _eval_steps(preset: str, out: Path, nbs: Path, settings: dict, nb_params: di
         name = f"eval_{length}" if length else "eval"
         folder = out / name
         base = dict(demo=demo, out_dir=str(folder))
+        if not demo and not length:  # the paper's Table-1 configuration (the authors' prompt files): published numbers can match
+            base["config"] = "authors"
         if length:
             base.update(length=length, sweep=False)
         params = {**base, **nb_params.get("eval", {}), **nb_params.get(name, {})}
