@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .core import UserError, atomic_path, atomic_write, atomic_write_json, ensure_writable, get_device, sample_dir
+from .core import UserError, atomic_path, atomic_write, ensure_writable, get_device, sample_dir
 from .sentinel2 import RGB_BANDS, Scene, open_scene, readback_check, stretch_to_uint8
 
 # %% auto 0
@@ -80,6 +80,35 @@ def iter_tiles(
                 yield i, strip[:, y:y + tile, sl], bool(nod[y:y + tile, sl].any())
 
 # %% ../nbs/05_mapping.ipynb
+def _class_tif(path: Path, classes: np.ndarray, crs, transform, classnames: Sequence[str], tags: dict | None = None):
+    "Write the class GeoTIFF to `path` itself; returns the check that reads it back as written."
+    import rasterio
+
+    colors = class_colors(len(classnames))
+    tags = {"CLASSES": json.dumps(list(classnames)), **{f"CLASS_{i}": n for i, n in enumerate(classnames)}, **(tags or {})}
+    with rasterio.open(path, "w", driver="GTiff", width=classes.shape[1], height=classes.shape[0], count=1,
+                       dtype="uint8", crs=crs, transform=transform, nodata=NODATA_CLASS, compress="deflate") as dst:
+        dst.write(classes.astype(np.uint8), 1)
+        dst.write_colormap(1, {**{i: (*c, 255) for i, c in enumerate(colors)}, NODATA_CLASS: (0, 0, 0, 0)})
+        dst.update_tags(**tags)
+        dst.set_band_description(1, "class index (255 = no data)")
+    return readback_check(1, *classes.shape, crs=crs, transform=transform, tags=tags)
+
+
+def _float_tif(path: Path, data: np.ndarray, crs, transform, names: Sequence[str], tags: dict | None = None):
+    "Write the float GeoTIFF to `path` itself; returns the check that reads it back as written."
+    import rasterio
+
+    tags = tags or {}
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype="float32", crs=crs, transform=transform, nodata=float("nan"), compress="deflate") as dst:
+        dst.write(data.astype(np.float32))
+        for b, n in enumerate(names, 1):
+            dst.set_band_description(b, n)
+        dst.update_tags(**tags)
+    return readback_check(*data.shape, crs=crs, transform=transform, tags=tags)
+
+
 def write_class_map(
     path: Path,
     classes: np.ndarray,  # (rows, cols) uint8 class indices, NODATA_CLASS for no data
@@ -88,18 +117,10 @@ def write_class_map(
     classnames: Sequence[str],
     tags: dict | None = None,
 ) -> Path:
-    "A uint8 class-index GeoTIFF with a colour map, class names in tags and 255 as nodata."
-    import rasterio
-
-    colors = class_colors(len(classnames))
-    tags = {"CLASSES": json.dumps(list(classnames)), **{f"CLASS_{i}": n for i, n in enumerate(classnames)}, **(tags or {})}
-    with atomic_path(path, check=readback_check(1, *classes.shape, crs=crs, transform=transform, tags=tags)) as tmp:
-        with rasterio.open(tmp, "w", driver="GTiff", width=classes.shape[1], height=classes.shape[0], count=1,
-                           dtype="uint8", crs=crs, transform=transform, nodata=NODATA_CLASS, compress="deflate") as dst:
-            dst.write(classes.astype(np.uint8), 1)
-            dst.write_colormap(1, {**{i: (*c, 255) for i, c in enumerate(colors)}, NODATA_CLASS: (0, 0, 0, 0)})
-            dst.update_tags(**tags)
-            dst.set_band_description(1, "class index (255 = no data)")
+    "A uint8 class-index GeoTIFF with a colour map, class names in tags and 255 as nodata, published once it reads back."
+    checks = []
+    with atomic_path(path, check=lambda p: checks[0](p)) as tmp:
+        checks.append(_class_tif(tmp, classes, crs, transform, classnames, tags))
     return Path(path)
 
 
@@ -111,17 +132,10 @@ def write_float_map(
     names: Sequence[str],  # band descriptions
     tags: dict | None = None,
 ) -> Path:
-    "A float32 GeoTIFF (NaN = no data) with named bands."
-    import rasterio
-
-    tags = tags or {}
-    with atomic_path(path, check=readback_check(*data.shape, crs=crs, transform=transform, tags=tags)) as tmp:
-        with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                           dtype="float32", crs=crs, transform=transform, nodata=float("nan"), compress="deflate") as dst:
-            dst.write(data.astype(np.float32))
-            for b, n in enumerate(names, 1):
-                dst.set_band_description(b, n)
-            dst.update_tags(**tags)
+    "A float32 GeoTIFF (NaN = no data) with named bands, published once it reads back."
+    checks = []
+    with atomic_path(path, check=lambda p: checks[0](p)) as tmp:
+        checks.append(_float_tif(tmp, data, crs, transform, names, tags))
     return Path(path)
 
 # %% ../nbs/05_mapping.ipynb
@@ -292,24 +306,39 @@ def map_scene(
         tags = dict(MODEL=str(getattr(model, "name", "")), ARCH=str(getattr(model, "arch", "")), SCORING=scoring,
                     PROMPTS=params["prompts"], DATASET=dname, TILE=str(tile), STRIDE=str(stride), BANDS=",".join(bands),
                     STRETCH=stretch, SCENE=str(sc.id), CAVEAT=caveat, GEOREFERENCE=georef)
-        paths = dict(
-            classes=write_class_map(out_dir / f"{stem}_classes.tif", classes, sc.crs, transform, bank.classnames, tags),
-            confidence=write_float_map(out_dir / f"{stem}_confidence.tif", conf, sc.crs, transform,
-                                       ["top1_probability", "top1_margin"], tags))
         counts = pd.DataFrame({"class_index": list(range(bank.n_classes)) + [NODATA_CLASS],
                                "class": list(bank.classnames) + ["(no data)"],
                                "tiles": [int((classes == k).sum()) for k in range(bank.n_classes)] + [int((~valid).sum())]})
         counts["fraction_of_valid"] = np.where(counts.class_index == NODATA_CLASS, np.nan,
                                                counts.tiles / max(int(valid.sum()), 1))
-        with atomic_write(out_dir / f"{stem}_counts.csv", "w", encoding="utf-8") as f:
-            counts.to_csv(f, index=False)
-        paths["counts"] = out_dir / f"{stem}_counts.csv"
+        paths = dict(classes=out_dir / f"{stem}_classes.tif", confidence=out_dir / f"{stem}_confidence.tif",
+                     counts=out_dir / f"{stem}_counts.csv", meta=out_dir / f"{stem}_map.json")
         meta = dict(scene=str(scene if own else sc.id), scene_id=sc.id, crs=str(sc.crs) if sc.crs else None,
                     georeferenced=not problem, georeference=georef, grid=[rows, cols],
                     tiles=n, valid_tiles=int(valid.sum()), nodata_tiles=int((~valid).sum()),
                     model=tags["MODEL"], arch=tags["ARCH"], caveat=caveat, **params, scoring=scoring,
-                    transform=list(transform)[:6], outputs={k: str(v) for k, v in paths.items()})
-        paths["meta"] = atomic_write_json(out_dir / f"{stem}_map.json", meta)
+                    transform=list(transform)[:6], outputs={k: str(v) for k, v in paths.items() if k != "meta"})
+        # all or nothing: every output is written and read back beside its target before any of them replaces the
+        # previous run's, so a failed write (full disk) leaves the previous map, counts and JSON together
+        try:
+            with contextlib.ExitStack() as publish:
+                tmp = {k: publish.enter_context(atomic_path(p)) for k, p in paths.items()}
+                checks = dict(classes=_class_tif(tmp["classes"], classes, sc.crs, transform, bank.classnames, tags),
+                              confidence=_float_tif(tmp["confidence"], conf, sc.crs, transform,
+                                                    ["top1_probability", "top1_margin"], tags))
+                counts.to_csv(tmp["counts"], index=False)
+                tmp["meta"].write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+                for k, check in checks.items():
+                    try:
+                        check(tmp[k])
+                    except Exception as e:
+                        raise OSError(f"{paths[k]}: the written file does not read back ({e}); the previous map "
+                                      "and its counts were kept (is the disk full?)") from e
+        except OSError as e:
+            if str(out_dir) in str(e):
+                raise
+            raise OSError(f"{out_dir}: writing the map of {stem} failed ({e.strerror or e}); the previous map and its "
+                          "counts were kept (is the disk full?)") from e
         with contextlib.suppress(FileNotFoundError):
             state_path.unlink()
         return paths
