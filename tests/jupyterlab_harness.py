@@ -275,6 +275,8 @@ def _kernel_dialog(page):
 def choose_kernel(page, dialog, want: str = "Python 3") -> str:
     "Answer JupyterLab's 'Select Kernel' dialog with the kernel whose label contains `want`; its title."
     title = dialog.locator(".jp-Dialog-header").inner_text().strip()
+    if "kernel" not in title.lower():
+        raise AssertionError(f"unexpected JupyterLab dialog {title!r}: {dialog.inner_text()[:500]}")
     select = dialog.locator("select")
     if select.count():
         labels = select.first.locator("option").all_inner_texts()
@@ -333,6 +335,8 @@ def wait_until_done(page, timeout: float = 1200, settle: float = 2.0) -> dict:
     st = None
     while time.time() < deadline:
         st = lab_state(page)
+        if st and st["status"] == "dead":
+            raise RuntimeError(f"{st['path']}: the kernel died (out of memory?) while running the cells")
         code = [c for c in st["cells"] if c["type"] == "code"] if st else []
         done = bool(st) and st["status"] == "idle" and not any("*" in c["prompt"] for c in code) and (
             all(c["count"] is not None for c in code) or any(c["errors"] for c in code))
