@@ -718,9 +718,12 @@ def table_figure(df, title: str = "", caveat_text: str = "", fontsize: int = 8, 
     cells = [[fmt(v) for v in row] for row in df.itertuples(index=False)]
     cols = [str(c) for c in df.columns]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.075 * fontsize / 8 * sum(w + 3 for w in widths)), 1.0 + 0.24 * (len(cells) + 1)))
+    width = max(6.0, 0.075 * fontsize / 8 * sum(w + 3 for w in widths))
+    height = 0.75 + 0.24 * (len(cells) + 1)
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes([0.01, 0.01, 0.98, 1 - 0.5 / height])  # the top 0.5 inch: the stamp line, then the title
     ax.axis("off")
-    tbl = ax.table(cellText=cells or [[""] * len(cols)], colLabels=cols, loc="center", cellLoc="center")
+    tbl = ax.table(cellText=cells or [[""] * len(cols)], colLabels=cols, loc="upper center", cellLoc="center")
     tbl.auto_set_font_size(False)
     tbl.set_fontsize(fontsize)
     tbl.auto_set_column_width(list(range(len(cols))))
@@ -730,7 +733,7 @@ def table_figure(df, title: str = "", caveat_text: str = "", fontsize: int = 8, 
         if j < 2 and i > 0:
             c.set_text_props(ha="left")
     if title:
-        ax.set_title(title, fontsize=fontsize + 1, pad=16)
+        fig.text(0.5, 1 - 0.2 / height, title, ha="center", va="top", fontsize=fontsize + 1)
     return stamp(fig, caveat_text)
 
 
