@@ -204,7 +204,7 @@ def find_photos(
                 p = root / photo_relpath(nuts0, pid, v)
             except ValueError:
                 p = None
-            paths.append(str(p) if p is not None and p.is_file() else "")
+            paths.append(str(p) if p is not None and p.is_file() and p.stat().st_size > 0 else "")  # 0 bytes: a failed write
         out[f"photo_{v}"] = paths
     return out
 
@@ -240,9 +240,11 @@ def download_photos(
                 continue
             if use_flags and not bool(r.get(f"flag_{v}", True)):
                 rows.append(dict(id=r["id"], view=v, path="", status="missing", reason=f"PHOTO flag says no {v} photo"))
-            elif dest.is_file():
+            elif dest.is_file() and dest.stat().st_size > 0:
                 rows.append(dict(id=r["id"], view=v, path=str(dest), status="skipped", reason="already on disk"))
             else:
+                if dest.is_file():
+                    dest.unlink()  # an empty photo (a full disk, a killed copy) is fetched again, not counted as there
                 jobs.append((r["id"], v, base_url.rstrip("/") + "/" + rel, dest))
 
     def fetch(job):

@@ -1,6 +1,7 @@
 """senclip.lucas: the photo downloader against a real HTTP server on 127.0.0.1 (LUCAS layout, resume, 404, flaky
 connections, hostile ids), and the point reader on a CSV file with every rejection reason."""
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -119,3 +120,20 @@ def test_offline_switch_is_one_clear_error(tmp_path, points, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OfflineError, match="downloads are disabled"):
         download_photos(points, tmp_path, base_url="http://127.0.0.1:9", progress=False)
+
+
+def test_empty_photos_are_fetched_again(http_server, tmp_path, points):
+    "A 0-byte photo (what a full disk or a killed copy leaves) is neither found nor skipped: it is downloaded again."
+    url, www, handler = http_server
+    n = serve_lucas(www, points)
+    out = tmp_path / "photos"
+    got = download_photos(points, out, base_url=f"{url}/lucas/photos/2018", progress=False, backoff=0)
+    done = got[got.status == "done"]
+    assert len(done) == n > 0
+    empty = Path(done.path.iloc[0])
+    empty.write_bytes(b"")
+    assert (find_photos(points, out) != "").values.sum() == n - 1  # not offered to the embedder
+    again = download_photos(points, out, base_url=f"{url}/lucas/photos/2018", progress=False, backoff=0)
+    row = again[again.path == str(empty)]
+    assert row.status.item() == "done" and empty.stat().st_size > 0
+    assert (again.status == "skipped").sum() == n - 1
