@@ -85,17 +85,28 @@ def test_paper_notebooks_declare_parameters(nb):
     assert set(names) <= set(params), f"{nb.name}: papermill cannot parse {sorted(set(names) - set(params))}"
 
 
+def _cli(tmp_path) -> list[str]:
+    "The command line of `senclip_paper` (the console script's entry point, whether or not it is installed)."
+    exe = Path(sys.executable).parent / "senclip_paper"
+    if exe.exists():
+        return [str(exe)]
+    script = tmp_path / "senclip_paper_cli.py"
+    script.write_text("from senclip.paper import senclip_paper\nsenclip_paper()\n")
+    return [sys.executable, str(script)]
+
+
 def test_cli_one_line_error(tmp_path):
     "The paper preset without pairs: one line naming the setting and the fix, exit status 1."
-    code = "from senclip.paper import senclip_paper; senclip_paper()"
-    r = subprocess.run([sys.executable, "-c", code, "--preset", "paper", "--out", str(tmp_path / "p")], cwd=ROOT,
+    r = subprocess.run(_cli(tmp_path) + ["--preset", "paper", "--out", str(tmp_path / "p")], cwd=ROOT,
                        capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "pairs_config" in lines[0] and "Traceback" not in r.stderr, r.stderr
-    r = subprocess.run([sys.executable, "-c", code, "--preset", "demo", "--out", str(tmp_path / "d"), "--set", "nope=1"],
+    r = subprocess.run(_cli(tmp_path) + ["--preset", "demo", "--out", str(tmp_path / "d"), "--set", "nope=1"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "unknown key 'nope'" in r.stderr
+    assert r.returncode == 1 and "unknown key 'nope'" in r.stderr, r.stderr
+    r = subprocess.run(_cli(tmp_path) + ["--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--set" in r.stdout and "--preset" in r.stdout
 
 
 @pytest.mark.slow
@@ -103,8 +114,7 @@ def test_demo_preset_end_to_end(tmp_path):
     "The demo preset offline on data/sample: every step, results.json, index.html; a second run skips everything."
     out = tmp_path / "demo"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "SENCLIP_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-c", "from senclip.paper import senclip_paper; senclip_paper()",
-           "--preset", "demo", "--out", str(out), "--set", "eval.n_boot=20"]
+    cmd = _cli(tmp_path) + ["--preset", "demo", "--out", str(out), "--set", "eval.n_boot=20"]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     res = json.loads((out / "results.json").read_text())
     status = {s["step"]: (s["status"], s["error"]) for s in res["steps"]}
