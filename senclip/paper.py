@@ -9,9 +9,7 @@ import hashlib
 import html
 import json
 import os
-import shutil
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,8 +20,8 @@ from .core import (UserError, atomic_write, atomic_write_json, cli_errors, ensur
                           git_commit, repo_root, run_metadata)
 
 # %% auto 0
-__all__ = ['PRESETS', 'RUN_SETTINGS', 'INPUT_NAMES', 'CONTEXT_STEP', 'NOT_A_RESULT', 'PAPER_ORDER', 'REPORT_CSS',
-           'TABLE_DATASETS', 'CONFIG_COLUMNS', 'parse_sets', 'digest_paths', 'notebook_digest', 'Step', 'run_steps',
+__all__ = ['PRESETS', 'RUN_SETTINGS', 'INPUT_NAMES', 'CONTEXT_STEP', 'PAPER_ORDER', 'REPORT_CSS', 'TABLE_DATASETS',
+           'CONFIG_COLUMNS', 'parse_sets', 'digest_paths', 'notebook_digest', 'Step', 'run_steps',
            'notebook_parameters', 'notebook_inputs', 'execute_notebook', 'paper_notebooks', 'paper_steps',
            'report_sections', 'write_results', 'write_report', 'read_eval_run', 'run_caveat', 'short_model',
            'main_rules', 'table1_layout', 'table1_wide', 'length_table', 'table_figure', 'save_outputs', 'run_paper',
@@ -116,6 +114,7 @@ class Step:
     deps: list = field(default_factory=list)  # names of the steps whose outputs it reads
     notebook: str = ""  # the notebook it executes, if any (its source cells are part of the fingerprint)
     why_off: str = ""  # set: the step is not run, and this says why
+    resume: bool = False  # set by run_steps: an earlier attempt with this fingerprint did not finish (resume it)
 
     def fingerprint(self, dep_fps: dict[str, str]) -> str:
         "Parameters + input contents + notebook source + the fingerprints of the dependencies."
@@ -161,13 +160,17 @@ def run_steps(
             if not force and old.get("fingerprint") == fp and _outputs_exist(old.get("outputs", {})):
                 rec.update(status="unchanged", outputs=old.get("outputs", {}), seconds=old.get("seconds", 0.0))
             else:
-                log(f"[senclip_paper] {s.name}: running")
+                started = fpdir / f"{s.name}.started"
+                s.resume = started.exists() and started.read_text() == fp  # same inputs, interrupted: carry on
+                log(f"[senclip_paper] {s.name}: {'resuming' if s.resume else 'running'}")
+                started.write_text(fp)
                 t = time.time()
                 try:
                     outputs = {k: str(v) for k, v in (s.run() or {}).items()}
                     rec.update(status="ran", outputs=outputs, seconds=round(time.time() - t, 1))
                     atomic_write_json(f, dict(fingerprint=fp, outputs=outputs, seconds=rec["seconds"],
                                               finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+                    started.unlink(missing_ok=True)
                 except Exception as e:  # continue past a failed step; report it
                     f.unlink(missing_ok=True)
                     rec.update(status="failed", error=_one_line_error(e), seconds=round(time.time() - t, 1),
@@ -297,23 +300,26 @@ def _train_step(preset: str, out: Path, settings: dict, overrides: dict, pairs: 
     max_steps = int(settings["max_steps"]) or None
     get_preset(preset, **overrides)  # unknown fields or bad values fail now, not after the pairs
 
+    step = Step("train", None, dict(preset=preset, overrides=overrides, max_steps=max_steps, device=settings["device"]),
+                deps=["pairs"])
+
     def run():
         p = pairs()
         if preset == "demo" and not overrides:
             from senclip.demo import demo_train
 
-            res = demo_train(out, p, force=True, max_steps=max_steps)
+            res = demo_train(out, p, force=not step.resume, max_steps=max_steps)
         else:
             from senclip.train import train
 
             dev = settings["device"] if preset != "demo" or settings["device"] != "auto" else "cpu"
             res = train(preset, manifest=p["manifest"], store=p["store"], out_dir=out / "train", overrides=overrides,
-                        resume=False, device=dev, max_steps=max_steps, progress=True)
+                        resume=step.resume, device=dev, max_steps=max_steps, progress=True)
             atomic_write_json(out / "train" / "train.json", res)
         return {k: str(res[k]) for k in ("safetensors", "metrics") if res.get(k)} | {"train_json": str(out / "train" / "train.json")}
 
-    return Step("train", run, dict(preset=preset, overrides=overrides, max_steps=max_steps, device=settings["device"]),
-                deps=["pairs"])
+    step.run = run
+    return step
 
 # %% ../nbs/08_paper.ipynb
 def _eval_steps(preset: str, out: Path, nbs: Path, settings: dict, nb_params: dict, checkpoint: Callable[[], str]) -> list[Step]:
@@ -430,9 +436,6 @@ def paper_steps(
     return steps
 
 # %% ../nbs/08_paper.ipynb
-NOT_A_RESULT = "not a result"
-
-
 def _title(nb: str | Path) -> str:
     "A notebook's `# Title` (or its file name)."
     try:
@@ -638,7 +641,7 @@ def short_model(name: str) -> str:
 # %% ../nbs/08_paper.ipynb
 def main_rules(results, table1=None) -> dict[str, str]:
     "The scoring rule of the Table-1 layout per dataset: table1.csv's `scoring` column, else the authors' rules."
-    from senclip.eval import OFFICIAL_RULE, main_rule
+    from senclip.eval import main_rule
 
     if table1 is not None and "scoring" in table1:
         return table1.groupby("dataset")["scoring"].first().to_dict()
