@@ -88,7 +88,7 @@ def _coerce(cur, k: str, v):
 LAFTER_PRESETS = {
     "paper": LafterConfig(description="LaFTer's public code for EuroSAT (ViT-B/32): 400 text steps, 50 epochs of batch 50, lr 5e-4"),
     "demo": LafterConfig(
-        name="demo", text_steps=200, epochs=3, batch_size=32, prompt_tokens=4, seeds=(0, 1), precision="fp32",
+        name="demo", text_steps=100, epochs=2, batch_size=32, prompt_tokens=4, seeds=(0, 1), precision="fp32",
         description="data/sample on a CPU in seconds with the tiny untrained architecture: numbers are not results"),
 }
 
