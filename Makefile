@@ -20,7 +20,7 @@ $(BIN)/python:
 $(STAMP): settings.ini setup.py | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip check
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name python3 >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install senclip with its dev tools

@@ -558,6 +558,7 @@ def run_evaluation(
     ben_bands: str | None = None,  # None: the config's; rgb | official
     authors_prompts: str = "",  # folder with the authors' prompt files (default: downloaded into the cache)
     figures: bool = True,  # write the figures (False: tables only, seconds faster per model)
+    trust_torchscript: bool = False,  # allow running the code of TorchScript archives the safe reader refuses
     **data_kwargs,  # make_dataset options (eurosat_root, bigearthnet_root, ...)
 ) -> pd.DataFrame:
     "Evaluate every model on every dataset; (re)write tables and figures under `out_dir`; return the results table."
@@ -588,7 +589,7 @@ def run_evaluation(
     rows, per_class, skipped, t0 = [], {}, [], time.time()
     sweep_style = next((p for p in prompts if p != "generic"), None)
     for spec in specs:
-        model = load_model(spec, device=device)
+        model = load_model(spec, device=device, trust_torchscript=trust_torchscript)
         model.demo = bool(demo)  # demo checkpoints are trained for minutes on a CPU: not results either
         for dname, ds in dsets.items():
             r, art = evaluate_one(model, spec, ds, prompts, scoring, length, emb_kwargs, n_boot, pub, config)
@@ -712,6 +713,7 @@ def senclip_eval(
     device: str = "",  # default: cuda when available
     precision: str = "",  # default: the config's (fp32); fp32 | bf16 | fp16
     resize: str = "",  # default: the config's (pil); pil | pil-device (same pixels, batched on the device) | torch
+    trust_torchscript: bool = False,  # run the code of TorchScript model files the safe reader refuses (trusted files only)
     debug: bool = False,  # show the traceback on errors
 ):
     "Zero-shot evaluation of SenCLIP and baselines (the paper's Table 1 and Fig. 2) into a run folder."
@@ -727,5 +729,5 @@ def senclip_eval(
                    authors_prompts=authors_prompts, eurosat_root=eurosat_root, eurosat_split=eurosat_split,
                    bigearthnet_root=bigearthnet_root, bigearthnet_split=bigearthnet_split,
                    bigearthnet_subset=bigearthnet_subset, lucas_manifest=lucas_manifest, on_error=on_error,
-                   figures=not no_figures)
+                   figures=not no_figures, trust_torchscript=trust_torchscript)
     print((Path(out) / "table1.md").read_text())  # nothing returned: console scripts exit with the return value

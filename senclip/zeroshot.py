@@ -28,11 +28,12 @@ __all__ = ['RESIZE_MODES', 'FAITHFUL_RESIZE', 'SCORING_RULES', 'load_model', 'mo
 def load_model(
     spec: str,  # registry name (senclip.model.list_checkpoints()), checkpoint file/folder, or open_clip architecture
     device: str = "cpu",
+    trust_torchscript: bool = False,  # allow running the code of a TorchScript archive the safe reader refuses
 ):
     "A zero-shot model by name or path through `senclip.model.load`; `.untrained` is True for random weights."
     from senclip.model import load
 
-    m = load(spec, device=device)
+    m = load(spec, device=device, trust_torchscript=trust_torchscript)
     m.untrained = bool(getattr(m, "random_weights", False))
     return m
 
