@@ -338,7 +338,8 @@ class LafterViews(nn.Module):
         if self.strong == "none":
             return self.weak(x)
         dev, B = x.device, x.shape[0]
-        p = {k: v.to(dev, non_blocking=True) for k, v in p.items()}
+        pin = dev.type == "cuda"  # one pinned, non-blocking copy: a copy from pageable memory would wait for the GPU
+        p = {k: (v.pin_memory() if pin else v).to(dev, non_blocking=True) for k, v in p.items()}
         theta = torch.zeros(B, 2, 3, device=dev)
         theta[:, 0, 0] = p["w"] * torch.where(p["flip"], -1.0, 1.0)
         theta[:, 0, 2] = 2 * p["cx"] - 1
@@ -567,13 +568,13 @@ def tune_unlabeled(
 
     fixed_labels = None
     if cfg.teacher == "frozen":  # the untouched tower labels every image once
-        fixed_labels = predict(encoder, teacher, views, images, prompts=False, normalize=True, autocast=autocast)
+        fixed_labels = predict(encoder, teacher, views, images, prompts=False, normalize=True, autocast=autocast).to(dev)
 
     def evaluate() -> float:
         return top1(predict(encoder, student, views, eval_images, True, cfg.student_norm, autocast=autocast), eval_labels)
 
     for epoch in range(start_epoch, cfg.epochs):
-        order = torch.randperm(N, generator=torch.Generator().manual_seed(_seed_for(seed, 2, epoch)))
+        order = torch.randperm(N, generator=torch.Generator().manual_seed(_seed_for(seed, 2, epoch))).to(dev)
         losses, used = [], []
         if start_step and partial is not None:  # resumed inside this epoch: the losses of its first steps
             losses, used = [torch.tensor(v, device=dev) for v in partial[0]], [torch.tensor(v, device=dev) for v in partial[1]]
@@ -581,7 +582,7 @@ def tune_unlabeled(
             if stop_after is not None and gstep >= stop_after:
                 return LafterResult(encoder, student, history, gstep, resumed)
             idx = order[step * bs:(step + 1) * bs]
-            x = images[idx.to(dev)]
+            x = images[idx]
             g = torch.Generator().manual_seed(_seed_for(seed, 3, epoch, step))
             weak, strong = views(x, views.sample_params(len(idx), g))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
@@ -589,7 +590,7 @@ def tune_unlabeled(
                     with torch.no_grad():
                         t_logits = teacher(F.normalize(encoder(weak, prompts=False).float(), dim=-1))
                 else:
-                    t_logits = fixed_labels[idx].to(dev)
+                    t_logits = fixed_labels[idx]
                 f = encoder(strong, prompts=True).float()
             logits = student(F.normalize(f, dim=-1) if cfg.student_norm else f)
             loss, u = pseudo_label_loss(logits, t_logits, cfg.threshold, cfg.balance, cfg.label_smoothing)
