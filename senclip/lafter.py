@@ -661,7 +661,15 @@ def run_lafter(
         for f in (res_file, ckpt):
             f.unlink(missing_ok=True)
     elif res_file.exists():
-        return json.loads(res_file.read_text())
+        r = json.loads(res_file.read_text())
+        want = {"model": spec, "prompts": style, "seed": seed, "split": split, "config": cfg.to_dict()}
+        diff = [k for k, v in want.items() if r.get(k) != v]
+        if split == "inductive" and r.get("holdout") != holdout:
+            diff.append("holdout")
+        if diff:
+            raise UserError(f"{res_file}: a finished run with other settings ({', '.join(diff)} differ); "
+                            "use another output folder, or restart=True (--restart) to replace it")
+        return r
     t0 = time.time()
     dev = get_device(device)
     seed_everything(seed)
@@ -683,7 +691,7 @@ def run_lafter(
                            device=dev, log=log)
     result = {
         "model": spec, "name": getattr(model, "name", spec), "arch": getattr(model, "arch", ""), "prompts": style,
-        "seed": seed, "split": split, "n_tune": len(tune_idx), "n_test": len(test_idx), "n_sentences": len(bank.texts),
+        "seed": seed, "split": split, "holdout": holdout if split == "inductive" else None, "n_tune": len(tune_idx), "n_test": len(test_idx), "n_sentences": len(bank.texts),
         **report, "stage2": tuned.acc, "stage2_best": tuned.best_acc, "steps": tuned.steps,
         "untrained": bool(getattr(model, "untrained", False)), "caveat": caveat(model), "preset": cfg.name,
         "config": cfg.to_dict(), "seconds": round(time.time() - t0, 1), "history": tuned.history,

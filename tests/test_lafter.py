@@ -199,6 +199,30 @@ def test_resume_refuses_another_run(tmp_path):
         tune_unlabeled(_tiny(3), clf, imgs, lafter_preset("demo", epochs=1, batch_size=8), ckpt=ckpt, log=None)
 
 
+# --------------------------------------------------------------------------- one Table 2 cell
+def test_run_lafter_inductive_and_stale_results(tmp_path):
+    """The inductive option tunes on one part of each class and scores on the other; a finished folder is reused
+    only for the same settings (a stale result is refused with the fix, not silently reported)."""
+    from senclip.benchmarks import EuroSAT
+    from senclip.core import sample_dir
+    from senclip.lafter import load_images, run_lafter
+
+    images, labels = load_images(EuroSAT(sample_dir("eurosat")))
+    data = (images[::4], labels[::4])  # 50 images, 5 per class
+    cfg = lafter_preset("demo", epochs=1, text_steps=10, batch_size=16)
+    r = run_lafter("senclip-tiny-vit", data, "ground", cfg, 0, tmp_path / "r", "inductive", 0.4, log=None)
+    assert (r["n_tune"], r["n_test"], r["holdout"]) == (30, 20, 0.4) and r["untrained"]
+    assert r["history"][-1]["acc"] == r["stage2"] and (tmp_path / "r" / "checkpoint.pt").exists()
+    assert run_lafter("senclip-tiny-vit", data, "ground", cfg, 0, tmp_path / "r", "inductive", 0.4) == r
+    with pytest.raises(UserError, match="holdout differ"):
+        run_lafter("senclip-tiny-vit", data, "ground", cfg, 0, tmp_path / "r", "inductive", 0.5)
+    with pytest.raises(UserError, match="config differ"):
+        run_lafter("senclip-tiny-vit", data, "ground", cfg.replace(lr=1e-2), 0, tmp_path / "r", "inductive", 0.4)
+    again = run_lafter("senclip-tiny-vit", data, "ground", cfg.replace(lr=1e-2), 0, tmp_path / "r", "inductive", 0.4,
+                       restart=True, log=None)
+    assert again["config"]["lr"] == 1e-2
+
+
 # --------------------------------------------------------------------------- command line
 def test_cli_help_documents_the_recipe(tmp_path):
     out = subprocess.run([sys.executable, "-m", "senclip.lafter", "--help"], env=_env(tmp_path),
