@@ -271,3 +271,15 @@ def test_table2_papermill_demo(tmp_path):
     assert (run / "table2.md").read_text().startswith("**UNTRAINED WEIGHTS")
     assert (run / "figures" / "table2.png").exists() and (run / "figures" / "stage2_epochs.png").exists()
     assert json.loads((run / "params.json").read_text())["params"]["demo"] is True
+
+
+@pytest.mark.slow
+def test_table2_paper_mode_fails_early_offline(tmp_path):
+    """Without demo, missing weights stop the notebook in its input cell with what to do, before any tuning."""
+    out = subprocess.run(
+        [sys.executable, "-m", "papermill", str(ROOT / "nbs" / "paper" / "table2.ipynb"), str(tmp_path / "out.ipynb"),
+         "-p", "out_dir", str(tmp_path / "run"), "-p", "models", '["senclip-vit-b-32-avgpool"]', "--cwd", str(ROOT)],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "downloads are off" in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "run" / "runs").exists() and not (tmp_path / "run" / "table2.csv").exists()
