@@ -541,4 +541,25 @@ def create_model(arch: str, pretrained: str = "", **kwargs):
     register_model_configs()
     if arch not in open_clip.list_models():
         raise KeyError(f"Unknown open_clip architecture {arch!r}; e.g. ViT-B-32-quickgelu, RN50, senclip-tiny-vit")
-    return open_clip.create_model(arch, pretrained=pretrained or None, **kwargs)
+    if pretrained:
+        return open_clip.create_model(arch, pretrained=pretrained, **kwargs)
+    # random weights on purpose (senclip labels such models "untrained"): keep open_clip's root-logger warning off
+    # stderr, where it would turn the one-line errors of the console commands into two lines
+    import logging
+
+    quiet = _DropMessage("No pretrained weights loaded")
+    logging.getLogger().addFilter(quiet)
+    try:
+        return open_clip.create_model(arch, pretrained=None, **kwargs)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _DropMessage:
+    "A logging filter that drops records containing `text`."
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def filter(self, record) -> bool:
+        return self.text not in record.getMessage()

@@ -197,6 +197,7 @@ def map_scene(
     checkpoint_every: int = 20,  # batches between resume-file saves
     caveat: str | None = None,  # label stamped on the outputs; None = from the model (untrained / demo / tiny arch)
     allow_no_crs: bool = False,  # map a scene without CRS or geotransform, in its pixel grid; the outputs say so
+    trust_torchscript: bool = False,  # allow running the code of a TorchScript model file the safe reader refuses
 ) -> dict:
     "Classify every tile of a scene zero-shot; write class and confidence GeoTIFFs and a count CSV. Returns their paths."
     import torch
@@ -233,7 +234,7 @@ def map_scene(
         if isinstance(model, (str, Path)):
             from senclip.model import load
 
-            model = load(str(model), device=dev)
+            model = load(str(model), device=dev, trust_torchscript=trust_torchscript)
         model = model.to(dev).eval()
         bank, dname = _prompt_bank(model, dataset_classes, prompts, length)
         rows, cols = tile_grid(sc.height, sc.width, tile, stride)
@@ -457,6 +458,7 @@ def senclip_map(
     plot: bool = False,  # also save a PNG figure
     demo: bool = False,  # label the outputs "demo weights — not a result"
     allow_no_crs: bool = False,  # map a scene without CRS/geotransform in its pixel grid (the outputs say so)
+    trust_torchscript: bool = False,  # run the code of a TorchScript --model file the safe reader refuses (trusted files only)
     quiet: bool = False,  # no progress bar
     debug: bool = False,  # show the traceback on errors
 ):
@@ -467,7 +469,8 @@ def senclip_map(
         raise SystemExit("senclip_map: --scene is required (a Sentinel-2 GeoTIFF/COG/JP2 or a folder of per-band files)")
     paths = map_scene(scene, model, classes, prompts, out, tile, stride or None, scoring,
                       tuple(b.strip() for b in bands.split(",")), stretch, batch_size, device, not quiet,
-                      caveat=DEMO_WEIGHTS if demo else None, allow_no_crs=allow_no_crs)
+                      caveat=DEMO_WEIGHTS if demo else None, allow_no_crs=allow_no_crs,
+                      trust_torchscript=trust_torchscript)
     if plot:
         import matplotlib
 
