@@ -139,6 +139,6 @@ def test_demo_preset_end_to_end(tmp_path):
     res2 = json.loads((out / "results.json").read_text())
     assert r2.returncode == 0 and all(s["status"] == "unchanged" for s in res2["steps"]), r2.stdout[-2000:]
     # a notebook parameter changed on the command line reruns that notebook only
-    r3 = subprocess.run(cmd + ["fig2_prompt_count.demo=true"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r3 = subprocess.run(cmd + ["fig2_prompt_count.demo=false"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     ran = [s["step"] for s in json.loads((out / "results.json").read_text())["steps"] if s["status"] == "ran"]
     assert r3.returncode == 0 and ran == ["fig2_prompt_count"], ran
