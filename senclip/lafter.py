@@ -362,6 +362,11 @@ class LafterViews(nn.Module):
         return self.weak(x), self.strong_view(x, params)
 
 # %% ../nbs/07_lafter.ipynb
+def _present(batch: list) -> list:
+    "Collate that keeps the samples as a list and drops unreadable ones (None); a module-level function, so spawned workers can pickle it."
+    return [s for s in batch if s is not None]
+
+
 def load_images(
     dataset,  # a senclip dataset returning {'image': uint8 (3,h,w), 'label': int}
     num_workers: int = 0,
@@ -372,7 +377,7 @@ def load_images(
     from torch.utils.data import DataLoader
     import torchvision.transforms.functional as TF
 
-    dl = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=lambda b: [s for s in b if s is not None])
+    dl = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_present)
     imgs, labels = [], []
     for batch in dl:
         for s in batch:
