@@ -680,8 +680,8 @@ def run_lafter(
     seed_everything(seed)
     images, labels = dataset if isinstance(dataset, tuple) else load_images(dataset, num_workers)
     classnames = getattr(dataset, "classnames", None)
+    prompts = get_prompts(prompt_dataset, style, length, classnames=classnames)  # a bad prompt file fails before any work
     model = load_model(spec, device=str(dev))
-    prompts = get_prompts(prompt_dataset, style, length, classnames=classnames)
     bank = PromptBank.build(model, prompts, list(prompts), cache=cache_dir("text"))
     tune_idx, test_idx = split_indices(labels, split, holdout, seed)
     autocast = cfg.precision == "bf16" and dev.type == "cuda"
@@ -787,7 +787,8 @@ def senclip_lafter(
     the best epoch, which is what LaFTer's code prints). Resumable: rerun the same command after an interruption.
     """
     import pandas as pd
-    from senclip.eval import make_dataset
+    from senclip.eval import check_model, make_dataset
+    from senclip.promptsets import get_prompts
 
     cfg = lafter_preset("demo" if demo else preset)
     if set:
@@ -801,6 +802,8 @@ def senclip_lafter(
         model = "senclip-tiny-vit" if model == "senclip-vit-b-32-avgpool" else model
         num_workers = 0
     out = ensure_writable(out)
+    model = check_model(model)  # weights present or downloadable, prompts readable: before any long work
+    get_prompts("eurosat", prompts)
     ds = make_dataset("eurosat", demo=demo, eurosat_root=eurosat_root, eurosat_split=eurosat_split)
     data = load_images(ds, num_workers)
     results = []

@@ -245,6 +245,11 @@ def test_cli_demo_and_one_line_errors(tmp_path):
     bad = run("--demo", "--set", "epoch=3", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
     assert "epoch" in bad.stderr and "known" in bad.stderr
+    missing = tmp_path / "missing.json"  # fails before the model is loaded: one line, naming the file
+    bad = run("--demo", "--prompts", str(missing), "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and str(missing) in bad.stderr, bad.stderr
+    bad = run("--model", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "nope.safetensors" in bad.stderr
 
 
 # --------------------------------------------------------------------------- Table 2 notebook
