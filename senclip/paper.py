@@ -810,6 +810,8 @@ def senclip_paper(
     res = run_paper(preset, name, out, set, force)
     for r in res["steps"]:
         print(f"  {r['step']:<24}{r['status']:<10}{r['seconds']:>8.1f} s  {r['error']}")
+    if res["not_a_result"]:
+        print(f"NOTE: {' / '.join(res['stamps'])}")
     print(f"report: {Path(res['out']) / 'index.html'}")
     if res["failed"]:
         raise SystemExit(f"senclip_paper: {len(res['failed'])} step(s) failed: {', '.join(res['failed'])} "
