@@ -360,6 +360,9 @@ def _figure_steps(out: Path, nbs: Path, settings: dict, nb_params: dict, ctx: di
         why = "" if declared else f"{nb.name} has no cell tagged 'parameters' (papermill cannot pass it inputs)"
 
         def run(nb=nb, params=params, folder=c["out"]):
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)  # the runner's own folder: no stale figures from an older run
             Path(folder).mkdir(parents=True, exist_ok=True)
             return {**execute_notebook(nb, out / "notebooks" / nb.name, params, cwd=nb.parent), "folder": folder}
 
@@ -449,16 +452,22 @@ def _title(nb: str | Path) -> str:
 
 
 def _stamp_of(folder: Path) -> str:
-    "The 'not a result' text of a step's outputs: from a *.json with `stamp`, results.csv's flags, or the map's caveat."
+    "The 'not a result' text of a step's outputs: a *.json's `stamp`/`caveat`/`not_a_result`, a *.md that opens with it, results.csv's flags, or ''."
     for f in sorted(folder.glob("*.json")):
         try:
             d = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(d, dict):
-            for k in ("stamp", "caveat"):
-                if d.get(k):
-                    return str(d[k])
+        for k in ("stamp", "caveat", "not_a_result"):
+            v = d.get(k) if isinstance(d, dict) else None
+            if isinstance(v, str) and v and v.lower() not in ("true", "false"):
+                return v
+            if v is True:
+                return "not a result"
+    for f in sorted(folder.glob("*.md")):
+        first = f.read_text(encoding="utf-8", errors="replace").strip().splitlines()[:1]
+        if first and "not a result" in first[0].lower():
+            return first[0].strip("* ").split("**")[0].strip()
     res = folder / "results.csv"
     if res.exists():
         import pandas as pd

@@ -142,3 +142,19 @@ def test_demo_preset_end_to_end(tmp_path):
     r3 = subprocess.run(cmd + ["fig2_prompt_count.demo=false"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     ran = [s["step"] for s in json.loads((out / "results.json").read_text())["steps"] if s["status"] == "ran"]
     assert r3.returncode == 0 and ran == ["fig2_prompt_count"], ran
+
+
+def test_figure_notebook_gets_declared_inputs_and_a_clean_folder(tmp_path):
+    "nbs/paper discovery: the runner passes what the parameters cell declares, and a rerun leaves no stale figure."
+    from senclip.paper import _figure_steps
+
+    nbs, run = tmp_path / "nbs", tmp_path / "run"
+    (nbs / "paper").mkdir(parents=True)
+    _tiny_notebook(nbs / "paper" / "fig.ipynb", FIG)
+    steps = _figure_steps(run, nbs, {"notebooks": ""}, {"fig": {"value": 3}}, dict(out="ignored", demo=True, eval="/e"))
+    assert [s.name for s in steps] == ["fig"] and steps[0].params == {"out": str(run / "paper" / "fig"), "value": 3}
+    assert steps[0].deps == []  # it declares no pairs/train/eval input
+    assert run_steps(steps, run, log=lambda s: None)[0]["status"] == "ran"
+    (run / "paper" / "fig" / "stale_from_an_older_version.png").write_bytes(b"old")
+    assert run_steps(steps, run, force=True, log=lambda s: None)[0]["status"] == "ran"
+    assert sorted(p.name for p in (run / "paper" / "fig").iterdir()) == ["line.png", "numbers.csv"]
