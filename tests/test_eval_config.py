@@ -38,8 +38,8 @@ def table1_model(monkeypatch):
     what it would see for the authors' checkpoint; the weights do not matter for which numbers are shown."""
     real = ev.load_model
 
-    def load(spec, device="cpu"):
-        m = real(spec, device=device)
+    def load(spec, device="cpu", **kwargs):
+        m = real(spec, device=device, **kwargs)
         m.name, m.arch, m.untrained = "senclip-vit-b-32-avgpool", "ViT-B-32-quickgelu", False
         return m
 
