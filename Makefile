@@ -8,7 +8,7 @@ STAMP := $(VENV)/.senclip-installed
 # (figures must show in the kernels, and a machine with internet must stay online).
 OFFLINE := HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONWARNINGS=ignore::DeprecationWarning
 
-.PHONY: help install demo test test-nbs test-py test-slow bench lab export clean-nbs sample-data clean
+.PHONY: help install install-lab demo test test-nbs test-py test-slow bench lab export clean-nbs sample-data clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -31,7 +31,7 @@ demo: $(STAMP)  ## the main job on the bundled sample; outputs under runs/demo/
 test: $(STAMP)  ## the fast loop: nbdev_test over the notebooks + pytest tests/ without the slow marker (offline)
 	$(BIN)/nbdev_export
 	$(OFFLINE) $(BIN)/nbdev_test --n_workers 2 --timing
-	$(OFFLINE) $(BIN)/python -m pytest -q -m "not slow" --durations=8 tests
+	$(OFFLINE) $(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=8 tests
 
 test-slow: $(STAMP)  ## the slow checks: #| slow notebook cells + pytest's slow marker (CI runs both loops)
 	$(OFFLINE) $(BIN)/nbdev_test --n_workers 2 --flags slow
@@ -44,6 +44,8 @@ LAB_STAMP := $(VENV)/.senclip-lab-installed
 $(LAB_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[dev,lab]"
 	touch $(LAB_STAMP)
+
+install-lab: $(LAB_STAMP)  ## add the `lab` extra (jupyterlab, ipywidgets) to .venv; the JupyterLab tests need it
 
 lab: $(LAB_STAMP)  ## JupyterLab on the repository (installs the `lab` extra: jupyterlab, ipywidgets)
 	$(BIN)/jupyter lab --notebook-dir=.

@@ -43,6 +43,7 @@ def test_open_clip_has_the_clip_package_layout():
         assert {k: list(v.shape) for k, v in m.state_dict().items()} == make.CLIP_KEYS[clip_name]
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 @pytest.mark.parametrize("arch", ["ViT-B-32-quickgelu", "RN50-quickgelu"])
 def test_every_format_loads_exactly(arch, tmp_path):
     "Full-size random weights in each format -> load -> same tensors and the same embeddings as open_clip itself."
@@ -153,6 +154,7 @@ def _run(env_extra, tmp_path, entries, tag):
     return torch.load(out, weights_only=True), time.time() - t
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 def test_hf_download_then_offline_cache(tmp_path):
     www = tmp_path / "hub"
     models = {n: make.random_clip(a, seed=i) for i, (n, a) in enumerate(ENTRIES.items())}

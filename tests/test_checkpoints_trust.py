@@ -115,6 +115,7 @@ def _openai_archive(arch: str, path: Path, seed: int = 1):
     return src
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 @pytest.mark.parametrize("clip_name", ["ViT-B/32", pytest.param("RN50", marks=pytest.mark.slow)])
 def test_openai_torchscript_read_safely_bit_identical(clip_name, tmp_path, monkeypatch):
     arch = make.ARCH_OF[clip_name]
@@ -167,6 +168,7 @@ def test_torchscript_unknown_global_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 def test_clip_names_mean_quickgelu(tmp_path):
     import open_clip
 

@@ -44,7 +44,8 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("cmd", sorted(BAD))
+@pytest.mark.parametrize("cmd", [pytest.param(c, marks=pytest.mark.slow) if c in ("senclip_eval", "senclip_train", "senclip_map") else c
+                                 for c in sorted(BAD)])
 def test_bad_input_is_one_line(cmd, tmp_path):
     (tmp_path / "file.txt").write_text("a file, not a folder")
     args = BAD[cmd](tmp_path)
@@ -59,6 +60,7 @@ def test_bad_input_is_one_line(cmd, tmp_path):
     assert "Traceback" in r.stderr
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 def test_downloaded_torchscript_never_runs_through_the_commands(tmp_path):
     "A TorchScript model file whose `__setstate__` writes a file: `senclip_map`/`senclip_eval` refuse it in one line."
     from test_checkpoints_trust import _payload_archive

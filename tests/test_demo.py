@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "SENCLIP_CACHE": str(tmp_path / "cache")}

@@ -17,6 +17,7 @@ def _env(tmp_path):
     return env
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 def test_papermill_demo(tmp_path):
     import papermill
 
@@ -45,6 +46,7 @@ def test_papermill_demo(tmp_path):
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 def test_default_mode_fails_early_offline(tmp_path):
     """Without demo, missing weights/data stop the notebook in its first cells with a clear message."""
     out = subprocess.run(
@@ -63,6 +65,7 @@ def test_default_mode_fails_early_offline(tmp_path):
     assert "LocalEntryNotFoundError" not in out.stderr and "huggingface_hub" not in out.stderr
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 def test_senclip_eval_cli(tmp_path):
     run = tmp_path / "cli"
     out = subprocess.run(

@@ -234,6 +234,7 @@ def test_cli_help_documents_the_recipe(tmp_path):
         assert s in text, s
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 def test_cli_demo_and_one_line_errors(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "senclip.lafter", *a], env=_env(tmp_path),
                                     capture_output=True, text=True, timeout=300)

@@ -155,6 +155,7 @@ def test_unwritable_out_fails_before_the_model_loads(tmp_path):
         map_scene(CROP, "no-such-model-anywhere", out_dir=blocker / "map", progress=False)
 
 
+@pytest.mark.slow  # over ~3 s on 2 cores: make test-slow (CI runs it)
 def test_truncated_scene_cli_is_one_line(tmp_path):
     bad = tmp_path / "cut_short.tif"
     bad.write_bytes(CROP.read_bytes()[: CROP.stat().st_size // 2])

@@ -46,6 +46,7 @@ def _centres_inside(class_tif: Path, scene: Path, tile: int):
         np.testing.assert_allclose(c, cols.ravel() * tile + tile / 2, atol=1e-3)
 
 
+@pytest.mark.slow  # over ~3 s on 2 cores: make test-slow (CI runs it)
 def test_cli_sample_crop(tmp_path):
     out = tmp_path / "map"
     p = _run("--scene", CROP, "--model", "senclip-tiny-vit", "--out", out, "--tile", 64, "--prompts", "aerial",

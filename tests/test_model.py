@@ -35,6 +35,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # over ~3 s on 2 cores: make test-slow (CI runs it)
 def test_ddp_gathers_keys_into_queue(tmp_path):
     world = 2
     mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)

@@ -28,6 +28,7 @@ def run_cli(*args, cwd=None):
     return p.stdout
 
 
+@pytest.mark.slow  # over ~3 s on 2 cores: make test-slow (CI runs it)
 def test_cli_with_yaml_config_reports_counts(tmp_path):
     cfg = tmp_path / "pairs.yaml"
     cfg.write_text(
@@ -99,6 +100,7 @@ def test_released_embeddings_feed_the_dataset(tmp_path):
         PairDataset(tmp_path / "rel" / "manifest.parquet", tmp_path / "rel" / "ground.safetensors", "paper")
 
 
+@pytest.mark.slow  # over ~3 s on 2 cores: make test-slow (CI runs it)
 def test_geotagged_photos_as_the_point_source(tmp_path):
     from PIL import Image
     from PIL.ExifTags import GPS, IFD

@@ -46,6 +46,7 @@ embed_photos(pd.read_parquet(sys.argv[1]), sys.argv[2], model="senclip-tiny-vit"
 """
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 def test_resume_after_sigkill(photo_table, tmp_path, monkeypatch):
     table, path = photo_table
     out = tmp_path / "ground.safetensors"

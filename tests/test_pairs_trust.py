@@ -61,6 +61,7 @@ def small_tmpfs(path: Path, size: str):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
+@pytest.mark.slow  # over ~3 s on 2 cores: make test-slow (CI runs it)
 def test_rerun_with_other_size_and_bands_rebuilds_the_patches(tmp_path):
     "The bundled scene at 48 px RGB, then at 32 px B08,B04 into the same --out: every patch is the second run's."
     common = ["--points", POINTS, "--scenes", CROP, "--photos", sample_dir("pairs", "photos"),

@@ -52,6 +52,7 @@ def load_ck(path):
 
 
 # ---------------------------------------------------------------- optimisation
+@pytest.mark.slow  # over ~3 s on 2 cores: make test-slow (CI runs it)
 def test_loss_reaches_minimum_on_a_handful_of_pairs(pairs, tmp_path):
     from senclip.pairs import PairDataset
     from senclip.train import train
@@ -136,6 +137,7 @@ def test_batch_larger_than_data_is_a_clear_error(pairs, tmp_path):
               export=False, progress=False, device="cpu")
 
 
+@pytest.mark.slow  # over ~3 s on 2 cores: make test-slow (CI runs it)
 def test_cuda_graph_request_without_a_gpu_says_so_and_trains_ordinary_steps(pairs, tmp_path):
     "--cuda_graph yes on a CPU: a note, ordinary steps, run.json records that no graph was used; a bad value is refused."
     import json
@@ -153,6 +155,7 @@ def test_cuda_graph_request_without_a_gpu_says_so_and_trains_ordinary_steps(pair
 
 
 # ---------------------------------------------------------------- kill and resume (real processes, real signals)
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_run_resumes_to_the_same_weights(pairs, tmp_path, sig):
     few = handful(pairs, tmp_path, n=24)
@@ -205,6 +208,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 def test_torchrun_two_processes_equal_one_process_with_the_combined_batch(pairs, tmp_path):
     from senclip.core import get_preset
     from senclip.pairs import PairDataset

@@ -69,6 +69,7 @@ def _loss_and_grads(rank, world, folder):
         torch.save({"loss": loss, "grads": grads}, f"{folder}/world{world}.pt")
 
 
+@pytest.mark.slow  # over ~10 s on 2 cores: make test-slow (CI runs it)
 def test_gathered_negatives_give_the_combined_batch_gradient(tmp_path):
     "Fast check of senclip.model.gather_with_grad inside SenCLIP's loss: 2 gloo processes == 1 process, loss and grads."
     import torch.multiprocessing as mp
