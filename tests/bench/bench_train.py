@@ -66,7 +66,8 @@ class OfficialPIL(Dataset):
         import torchvision.transforms as T
 
         self.base = base
-        self.tf = T.Compose([T.CenterCrop(preset.crop), T.Resize(preset.image_size), T.RandAugment(3, 5),
+        ra = T.RandAugment(3, 5, interpolation=T.InterpolationMode.BILINEAR)  # the authors' interpolation
+        self.tf = T.Compose([T.CenterCrop(preset.crop), T.Resize(preset.image_size), ra,
                              T.ToTensor(), T.Normalize(preset.mean, preset.std)])
 
     def __len__(self):
@@ -199,7 +200,7 @@ def count_flops_per_image(model, transform, data, dev, batch: int = 8) -> float:
 def build(preset, dev, fused):
     model = build_senclip(preset, device=dev)
     model.train()
-    opt = torch.optim.AdamW(param_groups(model, preset.weight_decay), lr=preset.lr, fused=fused or None)
+    opt = torch.optim.AdamW(param_groups(model, preset.weight_decay, decay_all=preset.decay_all), lr=preset.lr, fused=fused or None)
     return model, opt
 
 
