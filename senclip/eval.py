@@ -34,8 +34,8 @@ __all__ = ['log', 'UNTRAINED', 'DEMO_WEIGHTS', 'DATASETS', 'TABLE1_MODELS', 'DEM
            'PAPER_IMAGES', 'PUBLISHED_MODELS', 'CONFIGS', 'SWEEPS', 'CONFIG_TEXT', 'REPORTS', 'check_model',
            'make_dataset', 'resolve_inputs', 'fail_fast', 'main_rule', 'published_table', 'published_key', 'caveat',
            'display_name', 'resolve_config', 'paper_mismatch', 'sample_names', 'evaluate_one', 'stamp', 'save_fig',
-           'plot_confusion', 'plot_per_class', 'per_class_ap', 'to_markdown', 'table1', 'config_overrides',
-           'run_evaluation', 'senclip_eval']
+           'wrap_label', 'short_label', 'plot_confusion', 'plot_per_class', 'per_class_ap', 'to_markdown', 'table_html',
+           'table1', 'config_overrides', 'run_evaluation', 'senclip_eval']
 
 # %% ../nbs/04e_evaluate.ipynb
 DATASETS = ("eurosat", "bigearthnet19", "lucas-lc1")
@@ -406,15 +406,66 @@ def evaluate_one(
     return rows, {"scores": mats, "labels": y, "img": img, "skipped": skipped}
 
 # %% ../nbs/04e_evaluate.ipynb
+_STAMP_FS = 9  # points: the stamp's text
+
+
+def _content_artists(fig) -> list:
+    "What `stamp` moves down when it adds its band: the axes and the texts and legends placed in figure coordinates."
+    arts = [a for a in fig.texts if a.get_transform() == fig.transFigure and not getattr(a, "_senclip_stamp", False)]
+    return list(fig.axes), arts, list(fig.legends)
+
+
 def stamp(fig, text: str):
-    "Stamp a figure with `text` (e.g. UNTRAINED) when its numbers are not results; '' leaves it alone."
-    if text:
-        fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=16 if len(text) < 40 else 12, color="red",
-                 alpha=0.35, rotation=20, transform=fig.transFigure)
-        fig.text(0.01, 0.995, text, fontsize=8, color="red", va="top")
+    "Stamp a figure with `text` (e.g. UNTRAINED) in a red band added above everything; '' leaves it alone."
+    import textwrap
+
+    from matplotlib.patches import Rectangle
+
+    if not text:
+        return fig
+    old = getattr(fig, "_senclip_stamp", None)
+    if old:  # stamped before: one band with both texts
+        if text in old["text"]:
+            return fig
+        text = f"{old['text']}; {text}"
+        for a in old["artists"]:
+            a.remove()
+    engine = fig.get_layout_engine()
+    if engine is not None and not old:  # freeze constrained/tight layout where it is, then move things ourselves
+        engine.execute(fig)
+        fig.set_layout_engine("none")
+    w, h = fig.get_size_inches()
+    band_old = old["band"] if old else 0.0
+    per_line = max(20, int(w * 72 / (0.56 * _STAMP_FS)))
+    lines = textwrap.wrap(text, per_line, break_long_words=False) or [text]
+    band = len(lines) * 1.3 * _STAMP_FS / 72 + 0.14  # inches
+    new_h = h - band_old + band
+    s = h / new_h  # everything below the band keeps its size in inches
+    axes, texts, legends = _content_artists(fig)
+    fig.set_size_inches(w, new_h, forward=True)
+    for ax in axes:
+        p = ax.get_position(original=True)
+        ax.set_position([p.x0, p.y0 * s, p.width, p.height * s])
+    for t in texts:
+        x, y = t.get_position()
+        t.set_position((x, y * s))
+    for lg in legends:
+        bb = lg.get_bbox_to_anchor()
+        if bb is not None and lg._bbox_to_anchor is not None:
+            x0, y0 = fig.transFigure.inverted().transform((bb.x0, bb.y0))
+            x1, y1 = fig.transFigure.inverted().transform((bb.x1, bb.y1))
+            lg.set_bbox_to_anchor((x0, y0 * s, x1 - x0, (y1 - y0) * s), transform=fig.transFigure)
+    top = 1 - band / new_h
+    rect = Rectangle((0, top), 1, 1 - top, transform=fig.transFigure, facecolor="#fde8e8", edgecolor="#c62828",
+                     linewidth=1.2, zorder=10)
+    fig.add_artist(rect)
+    label = fig.text(0.5, (1 + top) / 2, "\n".join(lines), ha="center", va="center", fontsize=_STAMP_FS,
+                     fontweight="bold", color="#b71c1c", zorder=11, linespacing=1.15)
+    label._senclip_stamp = rect._senclip_stamp = True
+    fig._senclip_stamp = {"text": text, "band": band, "artists": [rect, label]}
     return fig
 
-
+# %% ../nbs/04e_evaluate.ipynb
 def save_fig(fig, path: Path) -> list[Path]:
     "PNG and PDF of a figure."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -424,35 +475,70 @@ def save_fig(fig, path: Path) -> list[Path]:
     return out
 
 
+def wrap_label(s: str, width: int = 18) -> str:
+    "A class name on lines of about `width` characters, broken between words (never cut)."
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(s), width, break_long_words=False, break_on_hyphens=False)) or str(s)
+
+
+def short_label(name: str) -> str:
+    "A model's display name without its caveat in parentheses (the stamp says it once for the whole figure)."
+    import re
+
+    return re.sub(r"\s*\((untrained|demo) weights.*\)$", "", str(name))
+
+# %% ../nbs/04e_evaluate.ipynb
 def plot_confusion(S, y, classnames, title: str, caveat_text: str = ""):
+    "Confusion matrix in % of each true class (whole numbers), full class names wrapped; stamped with `caveat_text`."
     import matplotlib.pyplot as plt
 
     cm = confusion(y, torch.as_tensor(S).argmax(1), len(classnames))
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    counts = cm.sum(1, keepdims=True)
+    pct = 100 * cm / np.maximum(counts, 1)
     n = len(classnames)
-    fig, ax = plt.subplots(figsize=(0.5 * n + 2.5, 0.5 * n + 2))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    short = [c[:22] for c in classnames]
-    ax.set_xticks(range(n), short, rotation=60, ha="right", fontsize=7); ax.set_yticks(range(n), short, fontsize=7)
+    cell = 0.5 if n <= 12 else 0.38  # inches per cell
+    fs = 9 if n <= 12 else 7.5
+    names = [wrap_label(c, 16) for c in classnames]
+    fig, ax = plt.subplots(figsize=(n * cell + 2.4, n * cell + 2.0))
+    ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
+    ax.set_xticks(range(n), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=fs - 0.5, linespacing=0.95)
+    ax.set_yticks(range(n), [f"{c} ({k})" for c, k in zip(names, counts[:, 0])], fontsize=fs - 0.5, linespacing=0.95)
     for i in range(n):
         for j in range(n):
             if cm[i, j]:
-                ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=6, color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title(title, fontsize=8)
+                ax.text(j, i, f"{pct[i, j]:.0f}", ha="center", va="center", fontsize=fs,
+                        color="white" if pct[i, j] > 55 else "black")
+    ax.set_xlabel("predicted", fontsize=fs); ax.set_ylabel("true class (images)", fontsize=fs)
+    wide = max(30, int((n * cell + 2.4) * 72 / (0.55 * fs)))
+    lines = [short_label(t) for t in f"{title}\n% of each true class".split("\n")]  # the stamp says the caveat
+    ax.set_title("\n".join(wrap_label(t, wide) for t in lines), fontsize=fs)
+    fig.tight_layout()
     return stamp(fig, caveat_text)
 
-
+# %% ../nbs/04e_evaluate.ipynb
 def plot_per_class(tables: dict[str, pd.DataFrame], metric: str, title: str, caveat_text: str = ""):
-    "Grouped bars of a per-class metric, one colour per model."
+    "Horizontal grouped bars of a per-class metric, one colour per model, full class names wrapped."
     import matplotlib.pyplot as plt
 
-    names = list(next(iter(tables.values()))["class"])
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(names) * max(1, len(tables) / 2)), 3.5))
-    w = 0.8 / len(tables)
-    for k, (label, t) in enumerate(tables.items()):
-        ax.bar(np.arange(len(names)) + k * w, 100 * t[metric].values, w, label=label[:60])
-    ax.set_xticks(np.arange(len(names)) + 0.4 - w / 2, [n[:22] for n in names], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel(f"{metric} %"); ax.set_title(title, fontsize=9); ax.legend(fontsize=6)
+    names = [wrap_label(c, 36) for c in next(iter(tables.values()))["class"]]
+    k = len(tables)
+    lines = max(x.count("\n") + 1 for x in names)
+    row = max(0.12 * lines + 0.04, 0.1 + 0.1 * k)  # inches per class
+    fig, ax = plt.subplots(figsize=(7, row * len(names) + 1.4 + 0.18 * k))
+    w = 0.8 / k
+    for j, (label, t) in enumerate(tables.items()):
+        ax.barh(np.arange(len(names)) + j * w, 100 * t[metric].values, w, label=wrap_label(short_label(label), 60))
+    ax.set_yticks(np.arange(len(names)) + 0.4 - w / 2, names, fontsize=8.5, linespacing=0.95)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100); ax.set_xlabel(f"{metric} %", fontsize=9); ax.grid(axis="x", alpha=0.3)
+    if k == 1:  # one model: its name in the title, no legend
+        title = f"{title}\n{short_label(next(iter(tables)))}"
+    else:
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.55 / fig.get_figheight()), ncol=min(k, 2),
+                  frameon=False)
+    ax.set_title("\n".join(wrap_label(t, 80) for t in title.split("\n")), fontsize=9.5)
+    fig.tight_layout()
     return stamp(fig, caveat_text)
 
 
@@ -469,6 +555,24 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def table_html(df: pd.DataFrame, floatfmt: str = "{:.2f}", note_col: str = "no paper number because") -> str:
+    "A results table for the notebook: models without their caveat and on one line, long notes in a narrow small column."
+    from html import escape
+
+    d = df.copy()
+    if "model" in d:
+        d["model"] = d["model"].map(short_label)
+    fmt = lambda v: floatfmt.format(v) if isinstance(v, (float, np.floating)) and not np.isnan(v) else ("" if isinstance(v, float) else str(v))
+    style = {c: "white-space:nowrap" for c in d.columns if c != note_col and c != "paper_note"}
+    for c in (note_col, "paper_note"):
+        style[c] = "min-width:22em;max-width:40em;white-space:normal;font-size:85%;text-align:left"
+    head = "".join(f'<th style="{style[c]}">{escape(str(c))}</th>' for c in d.columns)
+    body = "".join("<tr>" + "".join(f'<td style="{style[c]}">{escape(fmt(v))}</td>' for c, v in zip(d.columns, r)) + "</tr>"
+                   for r in d.itertuples(index=False))
+    return f'<table class="dataframe"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
 
 # %% ../nbs/04e_evaluate.ipynb
 def _why_column(g: pd.DataFrame) -> str:

@@ -82,7 +82,9 @@ def shrink_png(b64: str, max_kb: float, meta: dict) -> tuple[str, dict]:
     while True:
         cur = im if scale == 1.0 else im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
                                                Image.LANCZOS)
-        q = cur.convert("RGBA").quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+        flat = Image.new("RGB", cur.size, "white")  # figures are drawn on white: no alpha to keep
+        flat.paste(cur, mask=cur.convert("RGBA").getchannel("A"))
+        q = flat.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
         buf = io.BytesIO()
         q.save(buf, format="PNG", optimize=True)
         if len(buf.getvalue()) < len(best):
