@@ -47,7 +47,8 @@ _NOISE = re.compile(
     r"|/tmp/|/var/folders/|/home/|/root/|/work/|/Users/|[A-Za-z]:\\\\"  # temporary and home paths
     r"|\bpid\b|https?://(127\.0\.0\.1|localhost)|0x[0-9a-f]{6,}"  # processes, local servers, addresses
     r"|\d+(\.\d+)?\s*(s|sec|seconds|ms|min)\b(?!\w)|\btook\b|\belapsed\b|\d+:\d\d:\d\d"  # timings
-    r"|\bcuda:\d|\bGiB\b|\bMiB\b",  # devices, memory
+    r"|\w/s\b|\d(\.\d+)?\s?x\b(?! ?\d)|\bspeed\b"  # throughputs and speed-ups
+    r"|\bcuda:\d|device\(type=|\bGiB\b|\bMiB\b",  # devices, memory
     re.IGNORECASE,
 )
 
