@@ -25,13 +25,18 @@ NAMES = list(EUROSAT_CLASSNAMES.values())
 MIN_PX = 8.0  # the smallest text a reader can read on a screen, in pixels at the size the figure is shown
 
 
-def _boxes(fig):
-    "Window extents of the stamp's band and of everything else a reader reads (axes, titles, tick labels, texts)."
+def _boxes(fig, text=UNTRAINED):
+    "Window extents of the stamp (every artist showing `text`, and its band) and of everything else a reader reads."
+    from matplotlib.transforms import Bbox
+
     fig.canvas.draw()
     r = fig.canvas.get_renderer()
-    band = [a for a in fig._senclip_stamp["artists"]][0].get_window_extent(r)
+    mine = lambda a: getattr(a, "_senclip_stamp", False) or text in getattr(a, "get_text", lambda: "")()
+    stamped = [a for a in [*fig.texts, *fig.artists, *fig.patches] if mine(a)]
+    assert stamped, "the figure is not stamped"
+    band = Bbox.union([a.get_window_extent(r) for a in stamped])
     others = [ax.get_tightbbox(r) for ax in fig.axes]
-    others += [t.get_window_extent(r) for t in fig.texts if not getattr(t, "_senclip_stamp", False) and t.get_text()]
+    others += [t.get_window_extent(r) for t in fig.texts if not mine(t) and t.get_text()]
     others += [lg.get_window_extent(r) for lg in fig.legends]
     return band, others
 
@@ -62,7 +67,7 @@ def test_stamp_twice_keeps_one_band_with_both_texts():
     stamp(fig, UNTRAINED)
     assert fig.get_figheight() == h
     stamp(fig, "demo weights — not a result")
-    assert len([t for t in fig.texts if getattr(t, "_senclip_stamp", False)]) == 1
+    assert len([t for t in fig.texts if UNTRAINED in t.get_text()]) == 1
     band, others = _boxes(fig)
     assert all(band.y0 >= o.y1 - 0.5 for o in others)
     plt.close(fig)
@@ -149,3 +154,18 @@ def test_keep_outputs_drops_noise_and_shrinks_images():
 def test_kept_outputs_are_small_and_clean(nb):
     "Every library notebook: images under the limit, no error output, and nbdev_clean leaves it as committed."
     assert refresh_outputs.check(ROOT / "nbs" / nb, max_kb=60) == []
+
+
+def test_map_figure_stamp_clear_of_both_panels(tmp_path):
+    "plot_map on the sample crop: the stamp is one band above the suptitle and both panels, not across the gap."
+    import senclip
+    from senclip.core import sample_dir
+    from senclip.mapping import map_scene, plot_map
+
+    crop = sample_dir("sentinel2", "s2_l1c_virginia_crop.tif")
+    paths = map_scene(crop, senclip.load("senclip-tiny-vit"), out_dir=tmp_path, tile=128, progress=False, caveat=UNTRAINED)
+    fig = plot_map(paths, crop)
+    band, others = _boxes(fig)
+    assert len(fig.axes) == 2 and all(band.y0 >= o.y1 - 0.5 for o in others)
+    assert [t.get_rotation() for t in fig.texts if UNTRAINED in t.get_text()] == [0]
+    plt.close(fig)
