@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import copy
 import io
 import json
 import os
@@ -143,7 +142,6 @@ def keep_outputs(outputs: list[dict], max_kb: float) -> list[dict]:
 def _worker(src: str, dest: str, dpi: int, timeout: int) -> int:
     "Run one notebook as nbdev_test does (in this process) and write it, with every output, to `dest`."
     os.environ.update(IN_TEST="1", HF_HUB_OFFLINE="1", MPLBACKEND="Agg", PYTHONWARNINGS="ignore")
-    from execnb.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
     from fastcore.xtras import working_directory
     from nbdev.config import get_config
