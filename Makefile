@@ -8,7 +8,7 @@ STAMP := $(VENV)/.senclip-installed
 # (figures must show in the kernels, and a machine with internet must stay online).
 OFFLINE := HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONWARNINGS=ignore::DeprecationWarning
 
-.PHONY: help install install-lab demo test test-nbs test-py test-slow bench lab export clean-nbs sample-data clean
+.PHONY: help install install-lab outputs demo test test-nbs test-py test-slow bench lab export clean-nbs sample-data clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -52,6 +52,11 @@ lab: $(LAB_STAMP)  ## JupyterLab on the repository (installs the `lab` extra: ju
 
 export: $(STAMP)  ## notebooks -> senclip/, and clean notebooks
 	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
+
+outputs: $(STAMP)  ## refresh the outputs kept in the notebooks (figures, tables, short results) on data/sample
+	$(BIN)/nbdev_export
+	$(OFFLINE) $(BIN)/python tests/refresh_outputs.py $(NBS)
 	$(BIN)/nbdev_clean
 
 sample-data: $(STAMP)  ## rebuild data/sample from ../shared/data (maintainers only)
