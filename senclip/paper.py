@@ -731,9 +731,9 @@ def table_figure(df, title: str = "", caveat_text: str = "", fontsize: int = 8, 
     cols = [str(c) for c in df.columns]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
     width = max(6.0, 0.075 * fontsize / 8 * sum(w + 3 for w in widths))
-    height = 0.75 + 0.24 * (len(cells) + 1)
+    height = 0.5 + 0.22 * (len(cells) + 1)
     fig = plt.figure(figsize=(width, height))
-    ax = fig.add_axes([0.01, 0.01, 0.98, 1 - 0.5 / height])  # the top 0.5 inch: the stamp line, then the title
+    ax = fig.add_axes([0.01, 0.01, 0.98, 1 - 0.35 / height])  # the top 0.35 inch: the title (the stamp adds its own band)
     ax.axis("off")
     tbl = ax.table(cellText=cells or [[""] * len(cols)], colLabels=cols, loc="upper center", cellLoc="center")
     tbl.auto_set_font_size(False)
@@ -745,7 +745,7 @@ def table_figure(df, title: str = "", caveat_text: str = "", fontsize: int = 8, 
         if j < 2 and i > 0:
             c.set_text_props(ha="left")
     if title:
-        fig.text(0.5, 1 - 0.2 / height, title, ha="center", va="top", fontsize=fontsize + 1)
+        fig.text(0.5, 1 - 0.08 / height, title, ha="center", va="top", fontsize=fontsize + 1)
     return stamp(fig, caveat_text)
 
 
