@@ -529,7 +529,11 @@ def write_results(out: Path, name: str, preset: str, settings: dict, overrides: 
             except Exception:  # an empty or malformed CSV is listed, not fatal
                 continue
             tables[c] = json.loads(df.head(500).to_json(orient="records"))
-    stamps = sorted({s["stamp"].lower(): s["stamp"].lower() for s in secs if s["stamp"]}.values())  # one per text
+    seen = {}  # one per text, preferring the spelling that is not all capitals
+    for t in (s["stamp"] for s in secs if s["stamp"]):
+        if t.lower() not in seen or seen[t.lower()].isupper():
+            seen[t.lower()] = t
+    stamps = sorted(seen.values(), key=str.lower)
     res = dict(name=name, preset=preset, out=str(out), commit=git_commit(), date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                seconds=round(seconds, 1), settings=settings, preset_overrides=overrides, notebook_parameters=nb_params,
                preset_fields=get_preset(preset, **overrides).to_dict(), not_a_result=bool(stamps), stamps=stamps,
