@@ -17,7 +17,7 @@ from .core import atomic_write, atomic_write_json, cli_errors, ensure_writable, 
 
 # %% auto 0
 __all__ = ['UNTRAINED_NOTE', 'demo_pairs', 'demo_train', 'demo_eval', 'demo_map_step', 'run_demo', 'write_summary',
-           'senclip_demo']
+           'write_run_summary', 'senclip_demo']
 
 # %% ../nbs/06_demo.ipynb
 UNTRAINED_NOTE = ("**Untrained weights — not a result.** The demo runs offline with a tiny random-init architecture "
@@ -127,20 +127,53 @@ def write_summary(out: Path, res: dict):
     atomic_write_json(out / "demo.json", {**res, "meta": run_metadata(out=str(out))})
 
 # %% ../nbs/06_demo.ipynb
+def write_run_summary(out: Path, res: dict) -> Path:
+    "`SUMMARY.md` of a runner result: the stamp, each step with its status and seconds, the Table-1 layout, the report."
+    out = Path(out)
+    lines = ["# senclip demo", ""]
+    if res.get("not_a_result"):
+        lines += [UNTRAINED_NOTE, "", "Stamps on the outputs: " + " / ".join(res.get("stamps", [])), ""]
+    lines += ["Open `index.html` for every table and figure.", "", "| step | status | seconds | note |",
+              "|---|---|---|---|"]
+    for r in res["steps"]:
+        lines.append(f"| {r['step']} | {r['status']} | {r['seconds']:.0f} | {r.get('error') or ''} |")
+    table = out / "eval" / "table1.md"
+    if table.exists():
+        lines += ["", "## Zero-shot, Table-1 layout (untrained or demo weights — not a result)", "", table.read_text()]
+    with atomic_write(out / "SUMMARY.md", "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return out / "SUMMARY.md"
+
+# %% ../nbs/06_demo.ipynb
 @call_parse
 @cli_errors
 def senclip_demo(
     out: str = "runs/demo",  # output folder
     force: bool = False,  # redo every step even when its outputs exist
     max_steps: int = None,  # cap the training steps (default: the demo preset's epochs)
-    no_eval: bool = False,  # stop after training (skip the papermill evaluation)
+    no_eval: bool = False,  # stop after training (pairs and training only, without the runner's notebooks)
+    online: bool = False,  # also evaluate and map with the released SenCLIP and CLIP ViT-B/32 (downloads them)
     debug: bool = False,  # show the traceback on errors
 ):
-    "The main job on the bundled sample: pairs -> training -> zero-shot evaluation -> land-use map, offline, on a CPU."
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    "The main job on the bundled sample: the paper's chain (pairs -> training -> evaluation -> figures -> map) in demo mode, with an HTML report."
+    if not online:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
     ensure_writable(out)
     t = time.time()
-    res = run_demo(out, force=force, max_steps=max_steps, eval=not no_eval)
-    print((Path(res["out"]) / "SUMMARY.md").read_text())
-    print(f"senclip demo finished in {time.time() - t:.0f} s; outputs in {res['out']}")
+    if no_eval:
+        res = run_demo(out, force=force, max_steps=max_steps, eval=False)
+        print((Path(res["out"]) / "SUMMARY.md").read_text())
+        return
+    from senclip.paper import run_paper
+
+    sets = [f"max_steps={max_steps}"] if max_steps else []
+    if online:
+        sets.append("online=true")
+    res = run_paper("demo", out=out, sets=sets, force=force)
+    summary = write_run_summary(res["out"], res)
+    print(summary.read_text())
+    print(f"senclip demo finished in {time.time() - t:.0f} s; open {Path(res['out']) / 'index.html'}")
+    if res["failed"]:
+        raise SystemExit(f"senclip_demo: {len(res['failed'])} step(s) failed: {', '.join(res['failed'])} "
+                         f"(see {Path(res['out']) / 'index.html'})")

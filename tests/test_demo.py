@@ -46,6 +46,14 @@ def test_demo_end_to_end(tmp_path):
         assert m.crs == s.crs and m.transform.c == s.transform.c and m.transform.a == 64 * s.transform.a
         assert m.shape == (16, 16) and m.read(1).max() < 10
         assert "not a result" in m.tags().get("CAVEAT", "")
-    # a second run resumes: every step is found done and nothing is recomputed
+    # the report a newcomer opens first, and the runner's record of every step
+    results = json.loads((out / "results.json").read_text())
+    steps = [r["step"] for r in results["steps"]]
+    assert steps[:3] == ["pairs", "train", "eval"] and steps[-1] == "map" and {"table1", "fig4_retrieval"} <= set(steps)
+    assert not results["failed"] and results["not_a_result"]
+    html = (out / "index.html").read_text()
+    assert "NOT A RESULT" in html and html.count("<img") >= 10
+    # a second run resumes: every step is found unchanged and nothing is recomputed
     r2 = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r2.returncode == 0 and r2.stdout.count("already done") == 4, r2.stdout[-2000:]
+    assert r2.returncode == 0, r2.stdout[-2000:] + r2.stderr[-2000:]
+    assert r2.stdout.count(": unchanged") == len(steps), r2.stdout[-2000:]
