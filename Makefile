@@ -8,7 +8,7 @@ STAMP := $(VENV)/.senclip-installed
 # (figures must show in the kernels, and a machine with internet must stay online).
 OFFLINE := HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONWARNINGS=ignore::DeprecationWarning
 
-.PHONY: help install install-lab outputs demo test test-nbs test-py test-slow bench lab export clean-nbs sample-data clean
+.PHONY: help install install-lab outputs demo paper test test-nbs test-py test-slow bench lab export clean-nbs sample-data clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -25,8 +25,11 @@ $(STAMP): settings.ini setup.py | $(BIN)/python
 
 install: $(STAMP)  ## create .venv and install senclip with its dev tools
 
-demo: $(STAMP)  ## the main job on the bundled sample; outputs under runs/demo/
-	$(OFFLINE) $(BIN)/senclip_demo --out runs/demo
+demo: $(STAMP)  ## the main job: the paper's chain on the bundled sample, offline (ONLINE=1: also the released weights); runs/demo/index.html
+	$(if $(ONLINE),MPLBACKEND=Agg,$(OFFLINE)) $(BIN)/senclip_demo --out runs/demo $(if $(ONLINE),--online)
+
+paper: $(STAMP)  ## the paper's tables and figures with papermill: runs/<preset>/index.html (PRESET=paper|official-code|demo, PAPER_ARGS="--set ...")
+	MPLBACKEND=Agg $(BIN)/senclip_paper --preset $(or $(PRESET),paper) $(PAPER_ARGS)
 
 test: $(STAMP)  ## the fast loop: nbdev_test over the notebooks + pytest tests/ without the slow marker (offline)
 	$(BIN)/nbdev_export
