@@ -72,3 +72,15 @@ def test_sample_data_is_small_and_present():
     with rasterio.open(sample / "sentinel2" / "s2_l1c_virginia_crop.tif") as ds:
         assert ds.crs.to_epsg() == 32618 and ds.count == 4 and ds.res == (10.0, 10.0)
         assert ds.descriptions == ("B02", "B03", "B04", "B08")
+
+
+def test_cited_test_files_exist():
+    "Every `tests/....py[::name]` a notebook or the README cites exists (and so does the cited test function)."
+    cited = set()
+    for f in [*(ROOT / "nbs").rglob("*.ipynb"), ROOT / "README.md"]:
+        cited |= {(m.group(1), m.group(2)) for m in re.finditer(r"(tests/[\w/]+\.py)(?:::(\w+))?", f.read_text())}
+    assert cited, "no citation found: the pattern is wrong"
+    for path, func in sorted(cited, key=str):
+        assert (ROOT / path).exists(), f"{path} is cited but does not exist"
+        if func:
+            assert f"def {func}(" in (ROOT / path).read_text(), f"{path}::{func} is cited but not defined"
