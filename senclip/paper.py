@@ -10,6 +10,7 @@ import html
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,12 +21,12 @@ from .core import (UserError, atomic_write, atomic_write_json, cli_errors, ensur
                           git_commit, repo_root, run_metadata)
 
 # %% auto 0
-__all__ = ['PRESETS', 'RUN_SETTINGS', 'INPUT_NAMES', 'CONTEXT_STEP', 'PAPER_ORDER', 'REPORT_CSS', 'TABLE_DATASETS',
-           'CONFIG_COLUMNS', 'parse_sets', 'digest_paths', 'notebook_digest', 'Step', 'run_steps',
-           'notebook_parameters', 'notebook_inputs', 'execute_notebook', 'paper_notebooks', 'paper_steps',
-           'report_sections', 'write_results', 'write_report', 'read_eval_run', 'run_caveat', 'short_model',
-           'main_rules', 'table1_layout', 'table1_wide', 'length_table', 'table_figure', 'save_outputs', 'run_paper',
-           'senclip_paper']
+__all__ = ['PRESETS', 'RUN_SETTINGS', 'INPUT_NAMES', 'CONTEXT_STEP', 'ONLINE_MODELS', 'ONLINE_LABEL', 'ONLINE_TITLE',
+           'PAPER_ORDER', 'REPORT_CSS', 'TABLE_DATASETS', 'CONFIG_COLUMNS', 'parse_sets', 'digest_paths',
+           'notebook_digest', 'Step', 'run_steps', 'quiet_missing_ids', 'notebook_parameters', 'notebook_inputs',
+           'execute_notebook', 'paper_notebooks', 'paper_steps', 'report_sections', 'write_results', 'write_report',
+           'read_eval_run', 'run_caveat', 'short_model', 'main_rules', 'table1_layout', 'table1_wide', 'length_table',
+           'table_figure', 'save_outputs', 'run_paper', 'senclip_paper']
 
 # %% ../nbs/08_paper.ipynb
 PRESETS = ("paper", "official-code", "demo")
@@ -39,6 +40,7 @@ RUN_SETTINGS = dict(
     lengths=["short", "long"],  # extra evaluations with only short / only long prompts, for Table A.1 ([] = none)
     scene="",  # Sentinel-2 scene mapped at the end (default: the bundled crop)
     notebooks="",  # comma-separated subset of nbs/paper notebooks to run (default: all)
+    online=False,  # demo: also evaluate and map with the released SenCLIP and CLIP ViT-B/32 (downloads them)
 )
 
 
@@ -48,6 +50,16 @@ def _value(v: str):
         return json.loads(v)
     except (ValueError, TypeError):
         return v
+
+
+def _bool(k: str, v: str) -> bool:
+    "A yes/no setting from the command line (true/false, 1/0, yes/no, on/off)."
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise UserError(f"--set {k}={v}: expected true or false")
 
 
 def parse_sets(items: list[str] | None, steps: set[str] = frozenset()) -> tuple[dict, dict, dict]:
@@ -69,7 +81,7 @@ def parse_sets(items: list[str] | None, steps: set[str] = frozenset()) -> tuple[
         elif k in RUN_SETTINGS:
             d = RUN_SETTINGS[k]
             settings[k] = ([s for s in v.replace(",", " ").split() if s] if isinstance(d, list)
-                           else int(v) if isinstance(d, int) else v)
+                           else _bool(k, v) if isinstance(d, bool) else int(v) if isinstance(d, int) else v)
         elif k in preset_fields:
             preset[k] = v
         else:
@@ -192,6 +204,18 @@ CONTEXT_STEP = {"pairs": "pairs", "manifest": "pairs", "store": "pairs", "train"
                 "eval_dirs": "eval"}
 
 
+@contextmanager
+def quiet_missing_ids():
+    "Silence nbformat's `MissingIDFieldWarning` (notebooks that `nbdev_clean` stripped of cell ids), and only that warning."
+    import warnings
+
+    from nbformat.warnings import MissingIDFieldWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=MissingIDFieldWarning)
+        yield
+
+
 def notebook_parameters(path: str | Path) -> dict:
     "The parameters a notebook declares in its `parameters` cell (papermill.inspect_notebook), name -> default value."
     import papermill as pm
@@ -204,7 +228,9 @@ def notebook_parameters(path: str | Path) -> dict:
         except (ValueError, SyntaxError, TypeError):
             return src
 
-    return {k: value(v.get("default")) for k, v in pm.inspect_notebook(str(path)).items()}
+    with quiet_missing_ids():
+        found = pm.inspect_notebook(str(path))
+    return {k: value(v.get("default")) for k, v in found.items()}
 
 
 def notebook_inputs(declared, ctx: dict, extra: dict | None = None) -> tuple[dict, list[str]]:
@@ -235,8 +261,9 @@ def execute_notebook(
     meta = json.loads(src.read_text(encoding="utf-8")).get("metadata", {})
     kernel = None if meta.get("kernelspec", {}).get("name") else "python3"
     try:
-        pm.execute_notebook(str(src), str(dst), parameters=parameters, cwd=str(cwd or src.parent),
-                            kernel_name=kernel, progress_bar=False, log_output=False)
+        with quiet_missing_ids():
+            pm.execute_notebook(str(src), str(dst), parameters=parameters, cwd=str(cwd or src.parent),
+                                kernel_name=kernel, progress_bar=False, log_output=False)
     except Exception as e:
         e.senclip_outputs = {"notebook": str(dst)}
         raise
@@ -396,6 +423,67 @@ def _map_step(preset: str, out: Path, settings: dict, checkpoint: Callable[[], s
     return Step("map", run, dict(scene=str(scene), device=settings["device"]), inputs=[scene], deps=["train"])
 
 # %% ../nbs/08_paper.ipynb
+ONLINE_MODELS = {  # registry name -> how the report names it
+    "senclip-vit-b-32-avgpool": "SenCLIP ViT-B/32 (the authors' release)",
+    "clip-vit-b-32": "OpenAI CLIP ViT-B/32",
+}
+ONLINE_LABEL = "real weights on a small sample (200 EuroSAT images, 6 BigEarthNet patches): not the paper's protocol"
+ONLINE_TITLE = "Released weights: SenCLIP ViT-B/32 and CLIP ViT-B/32 on the bundled sample"
+
+
+def _fetch_released(models) -> dict:
+    "Download (or find in the cache) each registry model's files; one clear line when that is not possible."
+    from senclip.checkpoints import CHECKPOINTS, fetch_checkpoint
+
+    got = {}
+    for name in models:
+        ck = CHECKPOINTS[name]
+        try:
+            got[name] = str(fetch_checkpoint(ck))
+        except Exception as e:
+            where = getattr(ck, "repo", "") or getattr(ck, "url", "") or name
+            off = " (HF_HUB_OFFLINE is set: unset it)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
+            raise UserError(f"could not download the released weights {name} from {where}{off}: "
+                            f"{_one_line_error(e)[:200]}; the online steps need internet (or those files in the cache)") from None
+    return got
+
+
+def _online_steps(out: Path, nbs: Path, settings: dict, nb_params: dict) -> list[Step]:
+    "The released-weights comparison: fetch both models, evaluate them on the bundled sample, map the scene with each."
+    from senclip.core import sample_dir
+
+    models = list(ONLINE_MODELS)
+    fetch = Step("online_weights", lambda: _fetch_released(models), dict(models=models))
+    params = {**dict(demo=True, demo_models=models, demo_datasets=["eurosat", "bigearthnet19"], sweep=False, n_boot=0,
+                     out_dir=str(out / "online_eval")), **nb_params.get("online_eval", {})}
+
+    def run_eval():
+        res = execute_notebook(nbs / "04_eval.ipynb", out / "notebooks" / "online_eval.ipynb", params, cwd=nbs)
+        return {**res, "folder": params["out_dir"]}
+
+    ev = Step("online_eval", run_eval, params, deps=["online_weights"], notebook=str(nbs / "04_eval.ipynb"))
+    scene = Path(settings["scene"]).resolve() if settings["scene"] else sample_dir("sentinel2", "s2_l1c_virginia_crop.tif")
+
+    def run_map():
+        import matplotlib.pyplot as plt
+        from senclip.mapping import map_scene, plot_map
+
+        res = {}
+        for name, label in ONLINE_MODELS.items():
+            paths = map_scene(scene, name, out_dir=out / "online_map" / name, device=settings["device"], progress=False)
+            fig = plot_map(paths, scene, title=f"{label}: {ONLINE_LABEL.split(':')[0]}")
+            png = out / "online_map" / f"{name}_map.png"
+            with atomic_write(png) as f:
+                fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+            plt.close(fig)
+            res[name] = str(png)
+        return {**res, "folder": str(out / "online_map")}
+
+    mp = Step("online_map", run_map, dict(scene=str(scene), device=settings["device"], models=models), inputs=[scene],
+              deps=["online_weights"])
+    return [fetch, ev, mp]
+
+# %% ../nbs/08_paper.ipynb
 def paper_steps(
     preset: str,  # paper | official-code | demo
     out: Path,  # the run folder
@@ -433,6 +521,11 @@ def paper_steps(
         ctx.update(manifest=str(Path(settings["manifest"]).resolve()), store=str(Path(settings["store"]).resolve()))
     figs = _figure_steps(out, nbs, settings, nb_params, ctx)
     steps = [pairs, train, *evals, *figs, _map_step(preset, out, settings, checkpoint)]
+    if settings.get("online"):
+        if preset != "demo":
+            raise UserError(f"--set online=true compares the released weights on the bundled sample: use it with "
+                            f"--preset demo (the {preset} preset already evaluates every released model)")
+        steps += _online_steps(out, nbs, settings, nb_params)
     unknown = set(nb_params) - {s.name for s in steps}
     if unknown:
         raise UserError(f"--set {sorted(unknown)[0]}.…: no such step; steps are {[s.name for s in steps]}")
@@ -485,9 +578,27 @@ PAPER_ORDER = ("table1", "tableA1_prompt_length", "fig2_prompt_count", "fig4_ret
                "training_curves", "attention_views")  # the report's order (other notebooks follow, then map and eval)
 
 
+def _online_section(out: Path, records: list[dict]) -> dict:
+    "The released-weights steps as one section: both maps side by side, the evaluation's tables, and `ONLINE_LABEL`."
+    rec = {r["step"]: r for r in records}
+    bad = [r for r in records if r["status"] in ("failed", "blocked", "off")]
+    ev, mp = rec.get("online_eval", {}).get("outputs", {}), rec.get("online_map", {}).get("outputs", {})
+    pngs = [Path(mp[n]) for n in ONLINE_MODELS if mp.get(n) and Path(mp[n]).exists()]
+    folder = Path(ev["folder"]) if ev.get("folder") else None
+    csvs = [folder / n for n in ("table1.csv", "results.csv") if folder and (folder / n).exists()]
+    nb = ev.get("notebook", "")
+    rel = lambda p: str(Path(p).relative_to(out)) if str(p).startswith(str(out)) else str(p)
+    return dict(step="online", title=ONLINE_TITLE, stamp="", label=ONLINE_LABEL,
+                status=bad[0]["status"] if bad else "ran" if any(r["status"] == "ran" for r in records) else "unchanged",
+                error="; ".join(f"{r['step']}: {r['error']}" for r in bad),
+                pngs=[rel(p) for p in pngs], csvs=[rel(p) for p in csvs], notebook=rel(nb) if nb else "")
+
+
 def report_sections(out: Path, records: list[dict]) -> list[dict]:
     "One section per step with figures or tables: title, stamp, PNGs and CSVs (paths relative to `out`)."
     secs = []
+    online = [r for r in records if r["step"].startswith("online_")]
+    records = [r for r in records if not r["step"].startswith("online_")]
     for r in records:
         folder = r["outputs"].get("folder") or (str(Path(r["outputs"]["figure"]).parent) if r["outputs"].get("figure") else "")
         if r["step"] == "pairs" or r["step"] == "train" or not folder or not Path(folder).is_dir():
@@ -510,8 +621,11 @@ def report_sections(out: Path, records: list[dict]) -> list[dict]:
         secs.append(dict(step=r["step"], title=title, stamp=_stamp_of(folder), status=r["status"], error=r["error"],
                          pngs=[str(p.relative_to(out)) for p in pngs], csvs=[str(p.relative_to(out)) for p in csvs],
                          notebook=str(Path(nb).relative_to(out)) if nb and nb.startswith(str(out)) else nb))
+    if online:
+        secs.append(_online_section(out, online))
     rank = {n: i for i, n in enumerate(PAPER_ORDER)}
-    order = lambda s: (rank.get(s["step"], len(rank) + (s["step"] == "map") + 2 * s["step"].startswith("eval")), s["step"])
+    order = lambda s: (rank.get(s["step"], len(rank) + (s["step"] == "map") + 2 * s["step"].startswith("eval")
+                                + 3 * (s["step"] == "online")), s["step"])
     return sorted(secs, key=order)
 
 # %% ../nbs/08_paper.ipynb
@@ -546,6 +660,7 @@ def write_results(out: Path, name: str, preset: str, settings: dict, overrides: 
 REPORT_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1180px;padding:0 18px 40px;color:#1b1b1b}
 h1{margin-bottom:4px} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:36px}
+.label{background:#e8f1fd;border:2px solid #1565c0;color:#0d47a1;padding:8px 12px;font-weight:600;margin:10px 0}
 .stamp{background:#fde8e8;border:2px solid #c62828;color:#b71c1c;padding:8px 12px;font-weight:600;margin:10px 0}
 .fail{background:#fff4e5;border:1px solid #e65100;color:#8a3b00;padding:6px 10px;margin:8px 0}
 table{border-collapse:collapse;font-size:13px;margin:8px 0 16px} td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -579,7 +694,10 @@ def write_report(out: Path, res: dict) -> Path:
          f"{res['seconds']:.0f} s · made by <code>senclip_paper</code></p>"]
     if res["not_a_result"]:
         h.append(f"<div class=stamp>NOT A RESULT: {' / '.join(e(s) for s in res['stamps'])}. These numbers check the "
-                 "pipeline; they say nothing about the method.</div>")
+                 "pipeline; they say nothing about the method."
+                 + ("" if not any(s["step"] == "online" for s in res["sections"]) else
+                    f" The section <a href='#online'>{e(ONLINE_TITLE)}</a> is the exception: {e(ONLINE_LABEL)}.")
+                 + "</div>")
     if res["failed"]:
         h.append(f"<div class=fail>Failed steps: {e(', '.join(res['failed']))} (see Steps below).</div>")
     h.append("<ul>" + "".join(f"<li><a href='#{e(s['step'])}'>{e(s['title'])}</a></li>" for s in res["sections"])
@@ -588,6 +706,8 @@ def write_report(out: Path, res: dict) -> Path:
         h.append(f"<section id='{e(s['step'])}'><h2>{e(s['title'])}</h2>")
         if s["stamp"]:
             h.append(f"<div class=stamp>{e(s['stamp'].upper())}</div>")
+        if s.get("label"):
+            h.append(f"<div class=label>{e(s['label'][0].upper() + s['label'][1:])}</div>")
         if s["status"] in ("failed", "blocked", "off"):
             h.append(f"<div class=fail>{e(s['status'])}: {e(s['error'])}</div>")
         if s["notebook"]:
@@ -817,7 +937,7 @@ def senclip_paper(
     debug: bool = False,  # show the traceback on errors
 ):
     "Regenerate the paper: pairs -> training -> evaluation -> figure notebooks -> map, then runs/<name>/index.html."
-    if preset == "demo":
+    if preset == "demo" and not parse_sets(set)[0].get("online"):  # online=true downloads the released weights
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
     res = run_paper(preset, name, out, set, force)
