@@ -752,7 +752,7 @@ def load(
     ckpt = CHECKPOINTS.get(key.lower())
     random_weights = False
     if ckpt is not None and ckpt.source == "random":
-        model, arch, meta, random_weights = create_model(ckpt.arch), ckpt.arch, {}, True
+        model, arch, meta, random_weights = _random_model(ckpt.arch), ckpt.arch, {}, True
     elif ckpt is not None:
         path = fetch_checkpoint(ckpt)
         model, arch, meta = load_clip(arch or ckpt.arch, path, ckpt.name, trust_torchscript=trust_torchscript)
@@ -771,7 +771,7 @@ def load(
         register_model_configs()
         if key in CLIP_ARCHS or key in open_clip.list_models():
             arch = resolve_arch(key)
-            model, meta, random_weights = create_model(arch), {}, True
+            model, meta, random_weights = _random_model(arch), {}, True
         else:
             raise FileNotFoundError(f"{key!r} is neither a registered checkpoint ({', '.join(list_checkpoints())}), "
                                     "a local file or folder, nor an open_clip architecture")
@@ -788,6 +788,13 @@ def load(
     if random_weights:
         log.warning("%s: random weights — not a result", name)
     return ZeroShotModel(model.float(), arch, name, mean, std, source=key, random_weights=random_weights).to(device)
+
+
+def _random_model(arch: str, seed: int = 0) -> nn.Module:
+    "An architecture with random weights drawn from a fixed seed (the global RNG untouched): untrained baselines are the same model in every process, so demo tables and figures repeat."
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(arch)
 
 
 def _tuple(v) -> tuple:

@@ -253,3 +253,17 @@ def test_torchscript_archive(tmp_path):
     traced.save(str(tmp_path / "ViT-tiny.pt"))
     zs = load(tmp_path / "ViT-tiny.pt", norm="clip")
     _assert_same_weights(src, zs.model)
+
+
+@pytest.mark.slow  # two fresh interpreters: make test-slow
+def test_random_weights_are_the_same_in_every_process():
+    "An untrained baseline (`senclip.load` of a random-weights name) is one fixed model: demo tables repeat run to run."
+    code = ("import torch, senclip, hashlib; torch.manual_seed(123); m = senclip.load('senclip-tiny-vit'); "
+            "print(hashlib.sha256(b''.join(t.numpy().tobytes() for t in m.state_dict().values())).hexdigest(), "
+            "torch.rand(1).item())")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
+            for _ in range(2)]
+    assert runs[0][0] == runs[1][0]  # the same weights in two processes
+    torch.manual_seed(123)
+    assert float(runs[0][1]) == torch.rand(1).item()  # and the caller's random stream is left as it was
