@@ -21,8 +21,8 @@ from .core import UserError, atomic_path, atomic_write, ensure_writable, get_dev
 from .sentinel2 import RGB_BANDS, Scene, open_scene, readback_check, stretch_to_uint8
 
 # %% auto 0
-__all__ = ['NODATA_CLASS', 'class_colors', 'tile_grid', 'iter_tiles', 'write_class_map', 'write_float_map', 'map_scene',
-           'plot_map', 'demo_map', 'senclip_map']
+__all__ = ['NODATA_CLASS', 'class_colors', 'tile_offsets', 'tile_grid', 'iter_tiles', 'write_class_map', 'write_float_map',
+           'map_scene', 'plot_map', 'demo_map', 'senclip_map']
 
 # %% ../nbs/05_mapping.ipynb
 NODATA_CLASS = 255
@@ -37,19 +37,32 @@ def class_colors(n: int) -> list[tuple[int, int, int]]:
     return [tuple(int(round(255 * v)) for v in cmap(i)[:3]) for i in range(n)]
 
 
+def tile_offsets(
+    length: int,  # scene pixels along one axis
+    tile: int = 64,  # tile size in scene pixels
+    stride: int | None = None,  # step between tiles (default: tile)
+) -> list[int]:
+    "First pixel of each tile along one axis: every `stride`, plus one tile aligned to the edge when the grid stops short of it."
+    stride = stride or tile
+    offs = list(range(0, length - tile + 1, stride))
+    if offs and offs[-1] + tile < length and len(offs) * stride < length:  # a remainder no tile or cell covers
+        offs.append(length - tile)
+    return offs
+
+
 def tile_grid(
     height: int,  # scene rows
     width: int,  # scene columns
     tile: int = 64,  # tile size in scene pixels
     stride: int | None = None,  # step between tiles (default: tile, no overlap)
 ) -> tuple[int, int]:
-    "(rows, cols) of the tile grid: whole tiles only."
+    "(rows, cols) of the tile grid, the right and bottom remainders included (see `tile_offsets`)."
     stride = stride or tile
     if tile < 1 or stride < 1:
         raise ValueError(f"tile ({tile}) and stride ({stride}) must be positive")
     if height < tile or width < tile:
         raise ValueError(f"scene of {width}x{height} px is smaller than one {tile}x{tile} px tile; use a smaller --tile")
-    return (height - tile) // stride + 1, (width - tile) // stride + 1
+    return len(tile_offsets(height, tile, stride)), len(tile_offsets(width, tile, stride))
 
 # %% ../nbs/05_mapping.ipynb
 def iter_tiles(
@@ -63,20 +76,22 @@ def iter_tiles(
     from rasterio.windows import Window
 
     stride = stride or tile
-    rows, cols = tile_grid(scene.height, scene.width, tile, stride)
-    width = (cols - 1) * stride + tile
+    tile_grid(scene.height, scene.width, tile, stride)  # refuses a scene smaller than a tile
+    ys, xs = tile_offsets(scene.height, tile, stride), tile_offsets(scene.width, tile, stride)
+    rows, cols = len(ys), len(xs)
     per_read = max(1, int(scene.block_shape[0]) // stride) if stride >= tile else 1  # tile rows per windowed read
     for r0 in range(start // cols, rows, per_read):
         k = min(per_read, rows - r0)
-        strip = scene.read(bands, Window(0, r0 * stride, width, (k - 1) * stride + tile))
+        top = ys[r0]
+        strip = scene.read(bands, Window(0, top, xs[-1] + tile, ys[r0 + k - 1] - top + tile))
         nod = (strip == scene.nodata).any(0) if scene.nodata is not None else np.zeros(strip.shape[1:], bool)
         for r in range(r0, r0 + k):
-            y = (r - r0) * stride
-            for c in range(cols):
+            y = ys[r] - top
+            for c, x in enumerate(xs):
                 i = r * cols + c
                 if i < start:
                     continue
-                sl = slice(c * stride, c * stride + tile)
+                sl = slice(x, x + tile)
                 yield i, strip[:, y:y + tile, sl], bool(nod[y:y + tile, sl].any())
 
 # %% ../nbs/05_mapping.ipynb
@@ -241,7 +256,8 @@ def map_scene(
         n = rows * cols
         stem = sc.id or "scene"
         params = dict(dataset=dname, classes=bank.classnames, prompts=prompts if isinstance(prompts, str) else "dict",
-                      n_prompts=len(bank.texts), tile=tile, stride=stride, bands=bands, stretch=stretch)
+                      n_prompts=len(bank.texts), tile=tile, stride=stride, bands=bands, stretch=stretch,
+                      edges="aligned")  # remainder tiles aligned to the scene's edges (older resume files do not match)
         key = _state_key(sc, model, params)
         state_path = out_dir / f".{stem}_map_state.npz"
         emb = valid = None

@@ -31,10 +31,11 @@ def _run(*args, **kw):
 
 
 def _centres_inside(class_tif: Path, scene: Path, tile: int):
-    "Every class pixel's centre, through lon/lat and back, is the centre of its tile in the scene."
+    "Every whole-tile class pixel's centre, through lon/lat and back, is the centre of its tile in the scene."
     with rasterio.open(class_tif) as m, rasterio.open(scene) as s:
         assert m.crs == s.crs
-        rows, cols = np.mgrid[0:m.height, 0:m.width]
+        # the edge cells (remainders) reach past the scene's edge: only cells of whole tiles are checked here
+        rows, cols = np.mgrid[0:s.height // tile, 0:s.width // tile]
         xs, ys = rasterio.transform.xy(m.transform, rows.ravel(), cols.ravel())
         lon, lat = warp_transform(m.crs, "EPSG:4326", xs, ys)
         w, so, e, n = transform_bounds(s.crs, "EPSG:4326", *s.bounds)
@@ -117,7 +118,7 @@ def test_other_crs_and_per_band_files(tmp_path, model):
     p = map_scene(folder, model, out_dir=tmp_path / "out", tile=64, scoring="class-mean", progress=False)
     with rasterio.open(p["classes"]) as m:
         assert m.crs.to_epsg() == 32617
-        assert (m.height, m.width) == ((h - 64) // 64 + 1, (w - 64) // 64 + 1)
+        assert (m.height, m.width) == (-(-h // 64), -(-w // 64))  # the remainders are mapped too
         assert (m.transform.c, m.transform.f, m.transform.a) == (tr.c, tr.f, 640.0)
         cls = m.read(1)
     # the warped square is rotated in the new grid: its empty corners are no data, its middle is classified
@@ -178,3 +179,34 @@ def test_demo_map_with_checkpoint_file(tmp_path, model):
     assert model.random_weights and meta["caveat"] == UNTRAINED
     with rasterio.open(out["classes"]) as m:
         assert m.read(1).max() < 10
+
+
+def test_remainders_mapped(tmp_path, model):
+    "A scene that is not a whole number of tiles: the right and bottom remainders get a class from the edge-aligned tile."
+    from rasterio.transform import Affine
+
+    scene, edge = tmp_path / "odd.tif", tmp_path / "edge.tif"
+    with rasterio.open(CROP) as s:
+        win = rasterio.windows.Window(100, 200, 200, 150)  # 200 x 150 px: 3 tiles + 8 px wide, 2 tiles + 22 px tall
+        prof = {**s.profile, "width": 200, "height": 150, "transform": s.window_transform(win)}
+        with rasterio.open(scene, "w", **prof) as d:
+            d.write(s.read(window=win))
+            d.descriptions = s.descriptions
+        corner = rasterio.windows.Window(100 + 200 - 64, 200 + 150 - 64, 64, 64)  # the edge-aligned last tile
+        with rasterio.open(edge, "w", **{**prof, "width": 64, "height": 64, "transform": s.window_transform(corner)}) as d:
+            d.write(s.read(window=corner))
+            d.descriptions = s.descriptions
+        crs, tr = s.crs, s.window_transform(win)
+    p = map_scene(scene, model, out_dir=tmp_path / "out", tile=64, progress=False)
+    with rasterio.open(p["classes"]) as m, rasterio.open(p["confidence"]) as c:
+        assert (m.height, m.width) == (3, 4) and m.crs == crs  # ceil(150 / 64) x ceil(200 / 64)
+        assert m.transform.almost_equals(tr @ Affine.scale(64))
+        assert c.transform == m.transform and c.shape == (3, 4)
+        cls, conf = m.read(1), c.read(1)
+    assert np.all(cls < 10) and not np.isnan(conf).any()  # the remainder cells have a class
+    meta = json.loads(Path(p["meta"]).read_text())
+    assert meta["grid"] == [3, 4] and meta["valid_tiles"] == 12
+    q = map_scene(edge, model, out_dir=tmp_path / "edge", tile=64, progress=False)
+    with rasterio.open(q["classes"]) as e, rasterio.open(q["confidence"]) as ec:
+        assert e.read(1)[0, 0] == cls[-1, -1]  # the corner cell is the class of the edge-aligned tile
+        np.testing.assert_allclose(ec.read(1)[0, 0], conf[-1, -1], rtol=1e-5)
