@@ -22,7 +22,7 @@ from .sentinel2 import RGB_BANDS, Scene, open_scene, readback_check, stretch_to_
 
 # %% auto 0
 __all__ = ['NODATA_CLASS', 'class_colors', 'tile_offsets', 'tile_grid', 'iter_tiles', 'write_class_map', 'write_float_map',
-           'map_scene', 'plot_map', 'demo_map', 'senclip_map']
+           'map_scene', 'plot_map', 'heat_map', 'demo_map', 'senclip_map']
 
 # %% ../nbs/05_mapping.ipynb
 NODATA_CLASS = 255
@@ -193,6 +193,14 @@ def _state_key(scene, model, params: dict) -> str:
     h.update(model_fingerprint(model).encode())
     return h.hexdigest()[:16]
 
+
+def _check_embeddings(path: Path, key: str, shape: tuple) -> None:
+    "The tile-embedding cache reads back whole, for this map (its state key) and with every embedding."
+    with np.load(path) as z:
+        if str(z["key"]) != key or z["emb"].shape != tuple(shape) or not np.isfinite(z["emb"]).all():
+            raise OSError(f"it holds {z['emb'].shape} embeddings for map {z['key']}, not {tuple(shape)} for {key}")
+
+
 # %% ../nbs/05_mapping.ipynb
 def map_scene(
     scene,  # path/folder/list/dict for open_scene, or an open Scene
@@ -285,9 +293,9 @@ def map_scene(
             with torch.no_grad():
                 z = F.normalize(model.encode_image(preprocess_batch(x, size, model.mean, model.std)).float(), dim=-1)
             if emb is None:
-                emb = np.zeros((n, z.shape[1]), np.float16)
+                emb = np.zeros((n, z.shape[1]), np.float32)
                 valid = np.zeros(n, bool)
-            emb[idx] = z.cpu().numpy().astype(np.float16)
+            emb[idx] = z.cpu().numpy()
             valid[idx] = True
             nb += 1
             if nb % checkpoint_every == 0:
@@ -306,6 +314,7 @@ def map_scene(
         bar.close()
         if valid is None:  # every tile touches no data
             valid = np.zeros(n, bool)
+            emb = np.zeros((n, 0), np.float32)
         classes = np.full(n, NODATA_CLASS, np.uint8)
         conf = np.full((2, n), np.nan, np.float32)
         if valid.any():
@@ -329,12 +338,17 @@ def map_scene(
         counts["fraction_of_valid"] = np.where(counts.class_index == NODATA_CLASS, np.nan,
                                                counts.tiles / max(int(valid.sum()), 1))
         paths = dict(classes=out_dir / f"{stem}_classes.tif", confidence=out_dir / f"{stem}_confidence.tif",
-                     counts=out_dir / f"{stem}_counts.csv", meta=out_dir / f"{stem}_map.json")
+                     counts=out_dir / f"{stem}_counts.csv", embeddings=out_dir / f"{stem}_tile_embeddings.npz",
+                     meta=out_dir / f"{stem}_map.json")
+        from senclip.zeroshot import model_fingerprint
+
+        cache = dict(key=np.array(key), emb=emb, valid=valid, grid=np.array([rows, cols]),
+                     image_model=np.array(model_fingerprint(model)), text_model=np.array(model_fingerprint(model, text=True)))
         meta = dict(scene=str(scene if own else sc.id), scene_id=sc.id, crs=str(sc.crs) if sc.crs else None,
                     georeferenced=not problem, georeference=georef, grid=[rows, cols],
                     tiles=n, valid_tiles=int(valid.sum()), nodata_tiles=int((~valid).sum()),
                     model=tags["MODEL"], arch=tags["ARCH"], caveat=caveat, **params, scoring=scoring,
-                    transform=list(transform)[:6], outputs={k: str(v) for k, v in paths.items() if k != "meta"})
+                    transform=list(transform)[:6], state_key=key, outputs={k: str(v) for k, v in paths.items() if k != "meta"})
         # all or nothing: every output is written and read back beside its target before any of them replaces the
         # previous run's, so a failed write (full disk) leaves the previous map, counts and JSON together
         try:
@@ -344,6 +358,9 @@ def map_scene(
                               confidence=_float_tif(tmp["confidence"], conf, sc.crs, transform,
                                                     ["top1_probability", "top1_margin"], tags))
                 counts.to_csv(tmp["counts"], index=False)
+                with open(tmp["embeddings"], "wb") as f:
+                    np.savez(f, **cache)
+                checks["embeddings"] = lambda q: _check_embeddings(q, key, emb.shape)
                 tmp["meta"].write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
                 for k, check in checks.items():
                     try:
@@ -424,6 +441,93 @@ def plot_map(
         ax.ticklabel_format(useOffset=False, style="plain")
     fig.suptitle(f"{tags.get('MODEL', '')} — tile {tags.get('TILE', '')} px", fontsize=10)
     return stamp(fig, tags.get("CAVEAT", ""))
+
+# %% ../nbs/05_mapping.ipynb
+def _map_meta(map_paths_or_folder) -> Path:
+    "The `<scene>_map.json` of a map: from map_scene's result, the JSON or class GeoTIFF, or a folder with one map."
+    if isinstance(map_paths_or_folder, dict):
+        return Path(map_paths_or_folder["meta"])
+    p = Path(map_paths_or_folder)
+    if p.is_dir():
+        found = sorted(p.glob("*_map.json"))
+        if len(found) != 1:
+            raise UserError(f"{p}: {'no map' if not found else f'{len(found)} maps'} found (*_map.json); "
+                            "pass the folder of one senclip_map run, or its <scene>_map.json")
+        return found[0]
+    return p.with_name(p.name.replace("_classes.tif", "_map.json")) if p.name.endswith("_classes.tif") else p
+
+
+def heat_map(
+    map_paths_or_folder,  # map_scene's result, its output folder, its <scene>_map.json or class GeoTIFF
+    sentence: str,  # any text, e.g. "a river crossing farmland"
+    model,  # the model that made the map (a loaded model, registry name or checkpoint path)
+    out_dir: str | Path | None = None,  # where to write (default: beside the map)
+    figure: bool = True,  # also save a PNG figure
+    device: str = "auto",
+) -> dict:
+    "Cosine of `sentence` with every cached tile embedding of a map: a float32 GeoTIFF on the map's grid (+ PNG); one text forward."
+    import rasterio
+
+    from senclip.zeroshot import encode_texts, model_fingerprint
+
+    mpath = _map_meta(map_paths_or_folder)
+    if not mpath.exists():
+        raise UserError(f"{mpath}: no map there; run senclip_map (map_scene) first")
+    meta = json.loads(mpath.read_text())
+    folder = mpath.parent
+    epath = folder / Path(meta.get("outputs", {}).get("embeddings", "-")).name
+    if not epath.exists():
+        raise UserError(f"{mpath}: the map has no tile-embedding cache ({epath.name}); map the scene again with this "
+                        "version of senclip_map to keep them")
+    with np.load(epath) as z:
+        key, emb, valid, grid = str(z["key"]), z["emb"], z["valid"], tuple(int(v) for v in z["grid"])
+        towers = str(z["image_model"]), str(z["text_model"])
+    if key != meta.get("state_key"):
+        raise UserError(f"{epath}: the cached embeddings belong to another run (key {key}, the map says "
+                        f"{meta.get('state_key')}); map the scene again")
+    if isinstance(model, (str, Path)):
+        from senclip.model import load
+
+        model = load(str(model), device=get_device(device))
+    if (model_fingerprint(model), model_fingerprint(model, text=True)) != towers:
+        raise UserError(f"{epath}: the tiles were embedded by model {meta.get('model')!r} ({meta.get('arch')}), not "
+                        f"by the model given; pass that model (--model) so the sentence and the tiles share a space")
+    t = encode_texts(model, [sentence])[0].numpy().astype(np.float32)
+    heat = np.full(len(valid), np.nan, np.float32)
+    if valid.any():
+        heat[valid] = emb[valid] @ t
+    heat = heat.reshape(grid)
+    cls_tif = folder / Path(meta["outputs"]["classes"]).name
+    with rasterio.open(cls_tif) as m:
+        crs, transform, mtags = m.crs, m.transform, m.tags()
+    out_dir = Path(out_dir) if out_dir is not None else folder
+    stem = mpath.name[: -len("_map.json")]
+    slug = "".join(ch if ch.isalnum() else "-" for ch in sentence.lower()).strip("-")[:40].strip("-") or "text"
+    slug += "-" + hashlib.sha256(sentence.encode()).hexdigest()[:6]
+    tags = dict(SENTENCE=sentence, MODEL=meta.get("model", ""), SCENE=str(meta.get("scene_id", "")),
+                VALUE="cosine(text, tile) in [-1, 1]", CAVEAT=mtags.get("CAVEAT", ""),
+                GEOREFERENCE=mtags.get("GEOREFERENCE", ""))
+    out = dict(heat=write_float_map(out_dir / f"{stem}_heat_{slug}.tif", heat[None], crs, transform,
+                                    ["cosine"], tags))
+    if figure:
+        import matplotlib.pyplot as plt
+
+        from senclip.eval import stamp
+
+        b = rasterio.transform.array_bounds(*grid, transform)
+        fig, ax = plt.subplots(figsize=(6.4, 5.4), constrained_layout=True)
+        im = ax.imshow(np.ma.masked_invalid(heat), cmap="magma", extent=(b[0], b[2], b[1], b[3]),
+                       interpolation="nearest")
+        fig.colorbar(im, ax=ax, label="cosine(text, tile)", shrink=0.85)
+        ax.set_title(f"“{sentence}”", fontsize=10)
+        ax.tick_params(labelsize=7)
+        ax.ticklabel_format(useOffset=False, style="plain")
+        fig = stamp(fig, tags["CAVEAT"])
+        out["figure"] = out_dir / f"{stem}_heat_{slug}.png"
+        with atomic_write(out["figure"]) as f:
+            fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+        plt.close(fig)
+    return out
 
 # %% ../nbs/05_mapping.ipynb
 def demo_map(
