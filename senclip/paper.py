@@ -454,7 +454,11 @@ def _online_steps(out: Path, nbs: Path, settings: dict, nb_params: dict) -> list
 
     models = list(ONLINE_MODELS)
     fetch = Step("online_weights", lambda: _fetch_released(models), dict(models=models))
-    params = {**dict(demo=True, demo_models=models, demo_datasets=["eurosat", "bigearthnet19"], sweep=False, n_boot=0,
+    # not demo=True: the evaluation labels every model of a demo run "demo weights"; these are the released weights,
+    # read from the bundled sample as local datasets (all 200 EuroSAT images, all 6 BigEarthNet patches)
+    params = {**dict(demo=False, config="senclip", models=models, datasets=["eurosat", "bigearthnet19"],
+                     eurosat_root=str(sample_dir("eurosat")), bigearthnet_root=str(sample_dir("bigearthnet")),
+                     bigearthnet_split="all", bigearthnet_subset=0, sweep=False, n_boot=0,
                      out_dir=str(out / "online_eval")), **nb_params.get("online_eval", {})}
 
     def run_eval():
@@ -695,7 +699,7 @@ def write_report(out: Path, res: dict) -> Path:
     if res["not_a_result"]:
         h.append(f"<div class=stamp>NOT A RESULT: {' / '.join(e(s) for s in res['stamps'])}. These numbers check the "
                  "pipeline; they say nothing about the method."
-                 + ("" if not any(s["step"] == "online" for s in res["sections"]) else
+                 + ("" if not any(s["step"] == "online" and s["status"] in ("ran", "unchanged") for s in res["sections"]) else
                     f" The section <a href='#online'>{e(ONLINE_TITLE)}</a> is the exception: {e(ONLINE_LABEL)}.")
                  + "</div>")
     if res["failed"]:
