@@ -475,7 +475,7 @@ def _online_steps(out: Path, nbs: Path, settings: dict, nb_params: dict) -> list
         res = {}
         for name, label in ONLINE_MODELS.items():
             paths = map_scene(scene, name, out_dir=out / "online_map" / name, device=settings["device"], progress=False)
-            fig = plot_map(paths, scene, title=f"{label}: {ONLINE_LABEL.split(':')[0]}")
+            fig = plot_map(paths, scene, title=f"{label} (real weights)")
             png = out / "online_map" / f"{name}_map.png"
             with atomic_write(png) as f:
                 fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
