@@ -744,6 +744,7 @@ def load(
     arch: str | None = None,  # force the architecture (local files only)
     norm: str | None = None,  # senclip | clip: force the normalisation (default: the checkpoint's)
     trust_torchscript: bool = False,  # allow torch.jit.load (runs the file's code) for archives the safe reader refuses
+    seed: int | None = 0,  # random-weights names: the seed of their weights (None: the global RNG)
 ) -> ZeroShotModel:
     "A checkpoint by name or path as a ZeroShotModel (fp32, eval mode, on `device`)."
     import open_clip
@@ -752,7 +753,7 @@ def load(
     ckpt = CHECKPOINTS.get(key.lower())
     random_weights = False
     if ckpt is not None and ckpt.source == "random":
-        model, arch, meta, random_weights = _random_model(ckpt.arch), ckpt.arch, {}, True
+        model, arch, meta, random_weights = _random_model(ckpt.arch, seed), ckpt.arch, {}, True
     elif ckpt is not None:
         path = fetch_checkpoint(ckpt)
         model, arch, meta = load_clip(arch or ckpt.arch, path, ckpt.name, trust_torchscript=trust_torchscript)
@@ -771,7 +772,7 @@ def load(
         register_model_configs()
         if key in CLIP_ARCHS or key in open_clip.list_models():
             arch = resolve_arch(key)
-            model, meta, random_weights = _random_model(arch), {}, True
+            model, meta, random_weights = _random_model(arch, seed), {}, True
         else:
             raise FileNotFoundError(f"{key!r} is neither a registered checkpoint ({', '.join(list_checkpoints())}), "
                                     "a local file or folder, nor an open_clip architecture")
@@ -790,8 +791,10 @@ def load(
     return ZeroShotModel(model.float(), arch, name, mean, std, source=key, random_weights=random_weights).to(device)
 
 
-def _random_model(arch: str, seed: int = 0) -> nn.Module:
-    "An architecture with random weights drawn from a fixed seed (the global RNG untouched): untrained baselines are the same model in every process, so demo tables and figures repeat."
+def _random_model(arch: str, seed: int | None = 0) -> nn.Module:
+    "An architecture with random weights drawn from `seed` (the global RNG untouched; None: from the global RNG): untrained baselines are the same model in every process, so demo tables and figures repeat."
+    if seed is None:
+        return create_model(arch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return create_model(arch)

@@ -40,8 +40,7 @@ def _tiny(seed=0):
     "The tiny ViT with seeded random weights."
     from senclip.checkpoints import load
 
-    torch.manual_seed(seed)
-    return load("senclip-tiny-vit")
+    return load("senclip-tiny-vit", seed=seed)
 
 
 # --------------------------------------------------------------------------- stage 1
