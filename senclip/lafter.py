@@ -50,7 +50,7 @@ class LafterConfig:
     threshold: float = 0.0  # FixMatch confidence threshold on the teacher's softmax (LaFTer's code: none)
     balance: bool = False  # weight each pseudo-class equally within a batch (LaFTer's code: no)
     student_norm: bool = False  # L2-normalise the student's features before the classifier (LaFTer's code: no)
-    strong: str = "simclr"  # strong view: simclr (LaFTer's) | randaugment (senclip.train_parts, FixMatch's) | none
+    strong: str = "simclr"  # strong view: simclr (LaFTer's) | randaugment (senclip.augment, FixMatch's) | none
     eval_every: int = 1  # evaluate every N epochs (and after the last)
     ckpt_every: int = 0  # also checkpoint every N steps (0: after each epoch only)
     precision: str = "bf16"  # bf16 | fp32 autocast (bf16 takes effect on CUDA only)
@@ -148,7 +148,7 @@ def stage1_report(
     labels,  # (N,) true classes (only to score)
 ) -> dict:
     "Top-1 (%) of the plain zero-shot classifiers on the prompts (cosine to the class-mean prompt embedding; the code's class-mean rule) and of the stage-1 classifier, on the same images."
-    from senclip.zeroshot import zeroshot_scores
+    from senclip.zeroshot.classify import zeroshot_scores
 
     img = img.float().cpu()
     return {
@@ -292,7 +292,7 @@ class LafterViews(nn.Module):
         self.randaugment = None
         if strong == "randaugment":
             from senclip.core import get_preset
-            from senclip.train_parts import TrainTransform
+            from senclip.augment import TrainTransform
 
             p = get_preset("paper", crop=0, image_size=self.size, augment="official", mean=tuple(mean), std=tuple(std))
             self.randaugment = TrainTransform(p)
@@ -641,7 +641,7 @@ def split_indices(labels: torch.Tensor, split: str = "transductive", holdout: fl
 # %% ../nbs/07_lafter.ipynb
 def run_lafter(
     spec: str,  # model: registry name, checkpoint path or open_clip architecture (senclip.load)
-    dataset,  # a senclip dataset (e.g. senclip.benchmarks.EuroSAT), or (images uint8 (N,3,h,w), labels) already loaded
+    dataset,  # a senclip dataset (e.g. senclip.datasets.EuroSAT), or (images uint8 (N,3,h,w), labels) already loaded
     style: str = "aerial",  # prompt set: aerial | ground | generic | path to a JSON file in the authors' format
     cfg: LafterConfig = LAFTER_PRESETS["paper"],
     seed: int = 1,
@@ -656,9 +656,9 @@ def run_lafter(
     log: Callable | None = print,
 ) -> dict:
     "Stage 1 and stage 2 for one model, prompt set and seed; returns (and writes to out/result.json) the accuracies."
-    from senclip.eval import caveat
-    from senclip.promptsets import get_prompts
-    from senclip.zeroshot import PromptBank, load_model
+    from senclip.zeroshot.evaluate import caveat
+    from senclip.zeroshot.prompts import get_prompts
+    from senclip.zeroshot.classify import PromptBank, load_model
 
     out = ensure_writable(out)
     res_file, ckpt = out / "result.json", out / "checkpoint.pt"
@@ -787,8 +787,8 @@ def senclip_lafter(
     the best epoch, which is what LaFTer's code prints). Resumable: rerun the same command after an interruption.
     """
     import pandas as pd
-    from senclip.eval import check_model, make_dataset
-    from senclip.promptsets import get_prompts
+    from senclip.zeroshot.evaluate import check_model, make_dataset
+    from senclip.zeroshot.prompts import get_prompts
 
     cfg = lafter_preset("demo" if demo else preset)
     if set:

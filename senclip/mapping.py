@@ -156,8 +156,8 @@ def write_float_map(
 # %% ../nbs/05_mapping.ipynb
 def _prompt_bank(model, dataset_classes, prompts, length: str = "mixed"):
     "A PromptBank from a dataset name (or list of class names) and a prompt style/file or dict."
-    from senclip.promptsets import DATASET_CLASSNAMES, get_prompts
-    from senclip.zeroshot import PromptBank
+    from senclip.zeroshot.prompts import DATASET_CLASSNAMES, get_prompts
+    from senclip.zeroshot.classify import PromptBank
 
     if isinstance(dataset_classes, str):
         if dataset_classes not in DATASET_CLASSNAMES:
@@ -177,7 +177,7 @@ def _prompt_bank(model, dataset_classes, prompts, length: str = "mixed"):
 
 def _caveat(model) -> str:
     "UNTRAINED for random weights; DEMO_WEIGHTS for demo-flagged models and our tiny archs (never trained for real)."
-    from senclip.eval import DEMO_WEIGHTS, UNTRAINED
+    from senclip.zeroshot.evaluate import DEMO_WEIGHTS, UNTRAINED
 
     if getattr(model, "random_weights", False) or getattr(model, "untrained", False):
         return UNTRAINED
@@ -186,7 +186,7 @@ def _caveat(model) -> str:
 
 
 def _state_key(scene, model, params: dict) -> str:
-    from senclip.zeroshot import model_fingerprint
+    from senclip.zeroshot.classify import model_fingerprint
 
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(f"{scene.id}|{scene.width}x{scene.height}|{scene.transform}|{scene.crs}".encode())
@@ -205,7 +205,7 @@ def _check_embeddings(path: Path, key: str, shape: tuple) -> None:
 def map_scene(
     scene,  # path/folder/list/dict for open_scene, or an open Scene
     model,  # a loaded model (senclip.load) or a registry name / checkpoint path
-    dataset_classes: str | Sequence[str] = "eurosat",  # class set of senclip.promptsets, or class names (then prompts must be a dict/JSON)
+    dataset_classes: str | Sequence[str] = "eurosat",  # class set of senclip.zeroshot.prompts, or class names (then prompts must be a dict/JSON)
     prompts: str | dict = "aerial",  # generic | aerial | ground | a JSON file | a dict class -> sentences
     out_dir: str | Path = "runs/map",  # where the outputs go
     tile: int = 64,  # tile size in scene pixels (64 at 10 m = EuroSAT)
@@ -228,7 +228,7 @@ def map_scene(
     from rasterio.transform import Affine
     from tqdm.auto import tqdm
 
-    from senclip.zeroshot import SCORING_RULES, preprocess_batch, zeroshot_scores
+    from senclip.zeroshot.classify import SCORING_RULES, preprocess_batch, zeroshot_scores
 
     if scoring not in SCORING_RULES:
         raise ValueError(f"unknown scoring rule {scoring!r}; choose one of {SCORING_RULES}")
@@ -340,7 +340,7 @@ def map_scene(
         paths = dict(classes=out_dir / f"{stem}_classes.tif", confidence=out_dir / f"{stem}_confidence.tif",
                      counts=out_dir / f"{stem}_counts.csv", embeddings=out_dir / f"{stem}_tile_embeddings.npz",
                      meta=out_dir / f"{stem}_map.json")
-        from senclip.zeroshot import model_fingerprint
+        from senclip.zeroshot.classify import model_fingerprint
 
         cache = dict(key=np.array(key), emb=emb, valid=valid, grid=np.array([rows, cols]),
                      image_model=np.array(model_fingerprint(model)), text_model=np.array(model_fingerprint(model, text=True)))
@@ -394,7 +394,7 @@ def plot_map(
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    from senclip.eval import stamp
+    from senclip.zeroshot.evaluate import stamp
 
     cpath = Path(paths["classes"] if isinstance(paths, dict) else paths)
     with rasterio.open(cpath) as m:
@@ -468,7 +468,7 @@ def heat_map(
     "Cosine of `sentence` with every cached tile embedding of a map: a float32 GeoTIFF on the map's grid (+ PNG); one text forward."
     import rasterio
 
-    from senclip.zeroshot import encode_texts, model_fingerprint
+    from senclip.zeroshot.classify import encode_texts, model_fingerprint
 
     mpath = _map_meta(map_paths_or_folder)
     if not mpath.exists():
@@ -512,7 +512,7 @@ def heat_map(
     if figure:
         import matplotlib.pyplot as plt
 
-        from senclip.eval import stamp
+        from senclip.zeroshot.evaluate import stamp
 
         b = rasterio.transform.array_bounds(*grid, transform)
         fig, ax = plt.subplots(figsize=(6.4, 5.4), constrained_layout=True)
@@ -541,7 +541,7 @@ def demo_map(
     import matplotlib.pyplot as plt
 
     scene = scene or sample_dir("sentinel2", "s2_l1c_virginia_crop.tif")
-    from senclip.eval import DEMO_WEIGHTS, UNTRAINED
+    from senclip.zeroshot.evaluate import DEMO_WEIGHTS, UNTRAINED
     from senclip.model import load
 
     model = load(str(model_path), device=get_device(device))
@@ -583,7 +583,7 @@ def senclip_map(
     debug: bool = False,  # show the traceback on errors
 ):
     "Zero-shot land-use map of a Sentinel-2 scene: class and confidence GeoTIFFs and tile counts."
-    from senclip.eval import DEMO_WEIGHTS
+    from senclip.zeroshot.evaluate import DEMO_WEIGHTS
 
     if not scene:
         raise SystemExit("senclip_map: --scene is required (a Sentinel-2 GeoTIFF/COG/JP2 or a folder of per-band files)")

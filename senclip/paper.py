@@ -568,7 +568,7 @@ def _stamp_of(folder: Path) -> str:
     res = folder / "results.csv"
     if res.exists():
         import pandas as pd
-        from senclip.eval import DEMO_WEIGHTS, UNTRAINED
+        from senclip.zeroshot.evaluate import DEMO_WEIGHTS, UNTRAINED
 
         r = pd.read_csv(res)
         if "untrained" in r and r.untrained.any():
@@ -759,7 +759,7 @@ def read_eval_run(eval_dir: str | Path):
 
 def run_caveat(results, demo: bool = False) -> str:
     "Why the numbers of an evaluation run are not results ('' when they are): untrained, demo weights, or a demo run."
-    from senclip.eval import DEMO_WEIGHTS, UNTRAINED
+    from senclip.zeroshot.evaluate import DEMO_WEIGHTS, UNTRAINED
 
     flag = lambda c: c in results and results[c].astype(str).str.lower().eq("true").any()
     if flag("untrained"):
@@ -778,7 +778,7 @@ def short_model(name: str) -> str:
 # %% ../nbs/08_paper.ipynb
 def main_rules(results, table1=None) -> dict[str, str]:
     "The scoring rule of the Table-1 layout per dataset: table1.csv's `scoring` column, else the authors' rules."
-    from senclip.eval import main_rule
+    from senclip.zeroshot.evaluate import main_rule
 
     if table1 is not None and "scoring" in table1:
         return table1.groupby("dataset")["scoring"].first().to_dict()
@@ -797,7 +797,7 @@ def table1_layout(results, rules: dict[str, str]):
     r = results[results["dataset"].isin(list(TABLE_DATASETS)) & (results["scoring"] == results["dataset"].map(rules))].copy()
     r["prompts"] = r["prompts"].astype(str).str.replace("authors-", "", regex=False)  # config 'authors': their files
     cfg = next((c for c in CONFIG_COLUMNS if c in r), None)
-    if cfg:  # the evaluation names the configuration it ran (senclip.eval.CONFIGS)
+    if cfg:  # the evaluation names the configuration it ran (senclip.zeroshot.evaluate.CONFIGS)
         r["configuration"] = r[cfg].fillna("").astype(str) + ", " + r["scoring"] + " scoring"
     else:  # the rule and the prompt length of the styled sets (generic has one sentence per class)
         ln = r[r["length"].astype(str) != "-"].groupby(["dataset", "model"])["length"].first()
@@ -851,7 +851,7 @@ def table_figure(df, title: str = "", caveat_text: str = "", fontsize: int = 8, 
     "A table drawn as a matplotlib figure (numbers to 2 decimals, empty where missing), stamped with `caveat_text`."
     import matplotlib.pyplot as plt
     import numpy as np
-    from senclip.eval import stamp
+    from senclip.zeroshot.evaluate import stamp
 
     df = df.head(max_rows)
     fmt = lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.2f}" if isinstance(v, (float, np.floating)) else str(v)
@@ -886,7 +886,7 @@ def save_outputs(
 ) -> list[Path]:
     "Write each figure as PNG + PDF, each table as CSV, and `<stem>.json` with the tables' numbers and `meta`."
     import matplotlib.pyplot as plt
-    from senclip.eval import save_fig
+    from senclip.zeroshot.evaluate import save_fig
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -178,7 +178,7 @@ class EuroSATSampleVal:
     ):
         import torch
 
-        from senclip.benchmarks import EuroSAT
+        from senclip.datasets import EuroSAT
 
         ds = EuroSAT(root or sample_dir("eurosat"))
         self.classnames, self.template, self.preset = ds.classnames, template, preset
@@ -199,7 +199,7 @@ class EuroSATSampleVal:
         import torch.nn.functional as F
 
         from senclip.core import register_model_configs
-        from senclip.zeroshot import preprocess_batch, zeroshot_scores
+        from senclip.zeroshot.classify import preprocess_batch, zeroshot_scores
 
         was_training = model.training
         model.eval()
@@ -388,7 +388,7 @@ def train(
 
     from senclip.embeddings import check_store_model
     from senclip.model import build_senclip, linear_patch_embed
-    from senclip.train_parts import (GlobalBatchSampler, TrainStep, TrainTransform, load_checkpoint, param_groups,
+    from senclip.augment import (GlobalBatchSampler, TrainStep, TrainTransform, load_checkpoint, param_groups,
                                      rng_state, save_checkpoint, set_rng_state)
 
     rank, local, world, dev = dist_setup(device)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from senclip.benchmarks import BigEarthNet, EuroSAT
+from senclip.datasets import BigEarthNet, EuroSAT
 from senclip.core import sample_dir
-from senclip.eval import run_evaluation
-from senclip.zeroshot import embed_images, load_model
+from senclip.zeroshot.evaluate import run_evaluation
+from senclip.zeroshot.classify import embed_images, load_model
 
 assert torch.cuda.is_available(), "this check needs a CUDA GPU"
 print(torch.cuda.get_device_name(0))

@@ -28,7 +28,7 @@ def _eval(tmp_path, *args):
 @pytest.fixture
 def cli(tmp_path, monkeypatch, capsys):
     "The console command in this process (sys.argv as the shell gives it): (exit code, stdout, stderr)."
-    from senclip.eval import senclip_eval
+    from senclip.zeroshot.evaluate import senclip_eval
 
     monkeypatch.setenv("SENCLIP_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SENCLIP_DEBUG", raising=False)
@@ -85,7 +85,7 @@ def test_prompt_file_error_debug_raises(tmp_path, cli):
 def test_demo_uses_the_demo_models_offline(tmp_path, cli):
     import papermill
 
-    from senclip.eval import DEMO_DATASETS, DEMO_MODELS
+    from senclip.zeroshot.evaluate import DEMO_DATASETS, DEMO_MODELS
 
     params = papermill.inspect_notebook(str(ROOT / "nbs" / "04_eval.ipynb"))  # the notebook's demo is the CLI's
     assert eval(params["demo_models"]["default"]) == list(DEMO_MODELS)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-import senclip.eval as ev
-from senclip import promptsets
+import senclip.zeroshot.evaluate as ev
+from senclip.zeroshot import prompts as promptsets
 from senclip.core import sample_dir
 
 
@@ -96,8 +96,8 @@ def test_torch_resize_gets_no_paper_number(tmp_path, authors_prompts, table1_mod
 
 
 def test_pil_device_resize_matches_pil_and_keeps_the_numbers(tmp_path, authors_prompts, table1_model, shared_cache):
-    from senclip.benchmarks import EuroSAT
-    from senclip.zeroshot import PILResize, resize_like_pil
+    from senclip.datasets import EuroSAT
+    from senclip.zeroshot.classify import PILResize, resize_like_pil
 
     imgs = torch.stack([s["image"] for s in EuroSAT(sample_dir("eurosat"))])
     pil = torch.stack([PILResize(224)(im) for im in imgs])

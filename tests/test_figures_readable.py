@@ -14,8 +14,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from senclip.benchmarks import BEN19_CLASSES, EUROSAT_CLASSNAMES  # noqa: E402
-from senclip.eval import UNTRAINED, plot_confusion, plot_per_class, stamp  # noqa: E402
+from senclip.datasets import BEN19_CLASSES, EUROSAT_CLASSNAMES  # noqa: E402
+from senclip.zeroshot.evaluate import UNTRAINED, plot_confusion, plot_per_class, stamp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -82,7 +82,7 @@ def _shown_width() -> int:
 
 def test_confusion_matrix_reads_at_its_shown_size(tmp_path):
     "Cell numbers and class names at least MIN_PX high where 04_eval shows the PNG save_fig writes; names whole."
-    from senclip.eval import save_fig
+    from senclip.zeroshot.evaluate import save_fig
 
     y = torch.arange(200) % 10
     S = torch.rand(200, 10, generator=torch.Generator().manual_seed(0)) + torch.nn.functional.one_hot(y, 10)
@@ -112,7 +112,7 @@ def test_per_class_bars_keep_long_class_names():
 
 
 def test_results_table_keeps_model_names_on_one_line():
-    from senclip.eval import table_html
+    from senclip.zeroshot.evaluate import table_html
 
     t = pd.DataFrame({"dataset": ["eurosat"], "model": [f"senclip-tiny-vit ({UNTRAINED})"], "generic": [8.5],
                       "no paper number because": ["untrained weights — not a result; " * 6]})

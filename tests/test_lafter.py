@@ -202,7 +202,7 @@ def test_resume_refuses_another_run(tmp_path):
 def test_run_lafter_inductive_and_stale_results(tmp_path):
     """The inductive option tunes on one part of each class and scores on the other; a finished folder is reused
     only for the same settings (a stale result is refused with the fix, not silently reported)."""
-    from senclip.benchmarks import EuroSAT
+    from senclip.datasets import EuroSAT
     from senclip.core import sample_dir
     from senclip.lafter import load_images, run_lafter
 

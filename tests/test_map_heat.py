@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from senclip.core import UserError, sample_dir
 from senclip.mapping import heat_map, iter_tiles, map_scene
 from senclip.sentinel2 import RGB_BANDS, open_scene, stretch_to_uint8
-from senclip.zeroshot import encode_texts, preprocess_batch
+from senclip.zeroshot.classify import encode_texts, preprocess_batch
 
 CROP = sample_dir("sentinel2", "s2_l1c_virginia_crop.tif")
 

@@ -174,7 +174,7 @@ def test_demo_map_with_checkpoint_file(tmp_path, model):
     meta = json.loads(Path(out["meta"]).read_text())
     assert meta["grid"] == [8, 8] and meta["valid_tiles"] == 64
     # the file was exported from a random-weights model and says so; the map's outputs carry the untrained caveat
-    from senclip.eval import UNTRAINED
+    from senclip.zeroshot.evaluate import UNTRAINED
 
     assert model.random_weights and meta["caveat"] == UNTRAINED
     with rasterio.open(out["classes"]) as m:

@@ -1,4 +1,4 @@
-"""senclip.retrieval on the bundled sample pairs: the demo's frozen ground-embedding store and manifest."""
+"""senclip.zeroshot.retrieval on the bundled sample pairs: the demo's frozen ground-embedding store and manifest."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +7,7 @@ import torch
 from senclip.core import get_preset
 from senclip.embeddings import EmbeddingStore
 from senclip.lucas import DIRECTIONS
-from senclip.retrieval import (Gallery, class_view_weights, patch_gallery, patch_to_photos, photo_gallery,
+from senclip.zeroshot.retrieval import (Gallery, class_view_weights, patch_gallery, patch_to_photos, photo_gallery,
                                photo_to_patches, point_gallery, read_pooling, retrieval_caveat, retrieve, search,
                                text_to_patches, view_weights)
 
@@ -93,8 +93,8 @@ def test_search_shapes_ties_and_errors():
 
 def test_text_and_pair_patches(sample):
     "text -> patches and photo -> patches with the demo's tiny model over the sample pair patches (embedded in memory)."
-    from senclip.benchmarks import LucasLandCover
-    from senclip.zeroshot import embed_images, load_model
+    from senclip.datasets import LucasLandCover
+    from senclip.zeroshot.classify import embed_images, load_model
 
     manifest, store = sample
     model = load_model("senclip-tiny-vit")
@@ -124,7 +124,7 @@ def _ckpt(pooling: str):
 def test_view_weights_are_the_training_pool(sample, tmp_path, pooling):
     """The per-view weights read back from a training checkpoint pool the store's embeddings into exactly what the
     training module's GroundPool computes; missing views get 0, rows sum to 1."""
-    from senclip.train_parts import save_checkpoint
+    from senclip.augment import save_checkpoint
 
     manifest, store = sample
     ck, model = _ckpt(pooling)

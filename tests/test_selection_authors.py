@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from senclip.benchmarks import EuroSAT
+from senclip.datasets import EuroSAT
 from senclip.core import sample_dir
-from senclip.promptsets import DATASET_CLASSNAMES, get_prompts
-from senclip.selection import AUTHORS_SWEEP, prompt_sweep, prompt_weights, select_prompts
-from senclip.zeroshot import PromptBank, embed_images, load_model
+from senclip.zeroshot.prompts import DATASET_CLASSNAMES, get_prompts
+from senclip.zeroshot.selection import AUTHORS_SWEEP, prompt_sweep, prompt_weights, select_prompts
+from senclip.zeroshot.classify import PromptBank, embed_images, load_model
 
 
 def authors_sim_rank(logits: torch.Tensor, C: int, n: int) -> torch.Tensor:

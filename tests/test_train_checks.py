@@ -69,7 +69,7 @@ def test_official_code_randaugment_interpolates_bilinearly_like_torchvision(pair
 
     from senclip.core import get_preset
     from senclip.pairs import PairDataset
-    from senclip.train_parts import TrainTransform
+    from senclip.augment import TrainTransform
 
     p = get_preset("official-code")
     ds = PairDataset(pairs["manifest"], pairs["store"], p.replace(arch="senclip-tiny-vit", pretrained=""))
@@ -113,7 +113,7 @@ def test_non_finite_loss_stops_with_the_step_and_the_pair_ids(pairs, tmp_path):
     from senclip.core import get_preset
     from senclip.pairs import PairDataset
     from senclip.train import train
-    from senclip.train_parts import GlobalBatchSampler
+    from senclip.augment import GlobalBatchSampler
 
     p = get_preset("tiny", negatives="batch", batch_size=4, epochs=2)
     ds = PairDataset(pairs["manifest"], pairs["store"], p)

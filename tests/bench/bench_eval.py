@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 from senclip.core import bench_record, machine_name, sample_dir
-from senclip.benchmarks import EuroSAT
-from senclip.promptsets import get_prompts, DATASET_CLASSNAMES
-from senclip.selection import prompt_weights, select_prompts
-from senclip.zeroshot import load_model, embed_images, PromptBank, zeroshot_scores, encode_texts
-from senclip.metrics import topk_accuracy
+from senclip.datasets import EuroSAT
+from senclip.zeroshot.prompts import get_prompts, DATASET_CLASSNAMES
+from senclip.zeroshot.selection import prompt_weights, select_prompts
+from senclip.zeroshot.classify import load_model, embed_images, PromptBank, zeroshot_scores, encode_texts
+from senclip.zeroshot.metrics import topk_accuracy
 
 RESULTS = {}
 
@@ -180,7 +180,7 @@ def bench_throughput(args, model, ds, device):
         sync()
         ours = max(ours, n / (time.perf_counter() - t0))
     # bare forward on preloaded, preprocessed tensors (same precision as ours)
-    from senclip.zeroshot import preprocess_batch
+    from senclip.zeroshot.classify import preprocess_batch
 
     m = min(n, args.bare_images)
     imgs = torch.stack([sub[i]["image"] for i in range(m)])
@@ -210,8 +210,8 @@ CHILD = r"""
 import json, resource, sys, time, tracemalloc
 import numpy as np
 tracemalloc.start()
-from senclip.benchmarks import EuroSAT
-from senclip.zeroshot import load_model, embed_images
+from senclip.datasets import EuroSAT
+from senclip.zeroshot.classify import load_model, embed_images
 root, n, arch, device, workers, batch = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 ds = EuroSAT(root)
 if n < len(ds):

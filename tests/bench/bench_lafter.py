@@ -130,7 +130,7 @@ def bench_demo() -> float:
     "Seconds for the demo configuration on the sample (decoding, text encoding with a cold cache, both prompt sets x the demo seeds, stage 1 and stage 2)."
     import tempfile
 
-    from senclip.benchmarks import EuroSAT
+    from senclip.datasets import EuroSAT
     from senclip.core import sample_dir
     from senclip.lafter import load_images, run_lafter
 

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import senclip.eval as ev
+import senclip.zeroshot.evaluate as ev
 
 HERE = Path(__file__).parent
 

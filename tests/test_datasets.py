@@ -13,7 +13,7 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader
 
-from senclip.benchmarks import (BEN43_TO_19, BEN19_CLASSES, BEN_AUTHORS_CONFIG, BEN_OFFICIAL_BANDS, BEN_SPLITS, BadSampleError, BigEarthNet,
+from senclip.datasets import (BEN43_TO_19, BEN19_CLASSES, BEN_AUTHORS_CONFIG, BEN_OFFICIAL_BANDS, BEN_SPLITS, BadSampleError, BigEarthNet,
                                 EuroSAT, EUROSAT_COUNTS, LucasLandCover, collate_skip, download_eurosat,
                                 make_lucas_fixture, official_subset)
 from senclip.core import UserError, sample_dir
@@ -129,7 +129,7 @@ def test_bad_files(tmp_path):
     assert [(s["index"], s["path"]) for s in skip.skipped] == [(i, str(f))]
     assert "can't decode" in skip.skipped[0]["reason"]
     # through the embedding path, the skipped image is flagged and excluded
-    from senclip.zeroshot import embed_images, load_model
+    from senclip.zeroshot.classify import embed_images, load_model
 
     ds = EuroSAT(tmp_path / "eu", on_error="skip")
     E = embed_images(load_model("senclip-tiny-vit"), ds, cache=False, progress=False)
