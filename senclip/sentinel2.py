@@ -35,7 +35,7 @@ BAND_ALIASES = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "
                 "swir22": "B12", "scl": "SCL"}
 _BAND_RE = re.compile(r"(?:^|[^A-Za-z0-9])(B(?:0?[1-9]|1[0-2]|8A)|SCL)(?=$|[^A-Za-z0-9])", re.IGNORECASE)
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 def parse_band_name(text: str | None) -> str | None:
     "Canonical Sentinel-2 band name (B02, B8A, SCL...) found in a description, tag or file name, else None."
     if not text:
@@ -68,7 +68,7 @@ def _band_names_of(src, path: Path) -> list[str | None]:
         names[0] = parse_band_name(path.name)
     return names
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 def _truncation(src, path) -> str | None:
     "Why a local GeoTIFF is incomplete (its tile/strip index points past the end of the file), else None."
     import rasterio
@@ -94,7 +94,7 @@ def _truncation(src, path) -> str | None:
         return f"it has {size:,} bytes but its image data runs to byte {end:,}"
     return None
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 def _open_raster(path):
     "Open a raster with rasterio; a missing, unreadable or truncated file is a `UserError` that names it and the fix."
     import warnings
@@ -115,7 +115,7 @@ def _open_raster(path):
         raise UserError(f"{path}: the GeoTIFF is truncated ({why}); copy or download it again")
     return src
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 def _product_of(tags: dict, names: Iterable[str], bands: Iterable[str]) -> str | None:
     for k in ("PRODUCT", "PROCESSING_LEVEL", "PRODUCT_TYPE"):
         v = str(tags.get(k, "")).upper()
@@ -130,7 +130,7 @@ def _product_of(tags: dict, names: Iterable[str], bands: Iterable[str]) -> str |
         return "L1C"
     return "L2A" if "SCL" in bands else None
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 class Scene:
     "The bands of one Sentinel-2 acquisition, each opened once, read on the grid of the finest band."
 
@@ -226,7 +226,7 @@ class Scene:
     def __repr__(self):
         return f"Scene({self.id!r}, {self.product}, {self.crs}, {self.width}x{self.height}, bands={self.bands})"
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 def open_scene(
     source,  # a multi-band file, a folder of per-band files, a list of files, or a dict band -> path
     scene_id: str = "",
@@ -274,7 +274,7 @@ def _l1c_cloud_mask(b: dict, offset: float):
         mask |= refl["B10"] > 0.012
     return mask
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 def cloud_bands(scene: Scene, test: str = "auto") -> tuple[str, list[str]]:
     "The cloud test to run on `scene` (scl | brightness | none) and the bands it reads."
     if test == "auto":
@@ -285,7 +285,7 @@ def cloud_bands(scene: Scene, test: str = "auto") -> tuple[str, list[str]]:
         return test, ["B02", "B03", "B04"] + (["B10"] if "B10" in scene.bands else [])
     return "none", []
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 def readback_check(
     count: int,  # bands written
     height: int,
@@ -320,7 +320,7 @@ def readback_check(
 
     return check
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 def _write_patch(path: Path, data: np.ndarray, bands, crs, transform, nodata, tags: dict):
     "Write a GeoTIFF atomically (temporary file in the same folder, read back, then renamed)."
     import rasterio
@@ -333,7 +333,7 @@ def _write_patch(path: Path, data: np.ndarray, bands, crs, transform, nodata, ta
             dst.descriptions = tuple(bands)
             dst.update_tags(**tags)
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 def _patch_key(scene: Scene, size: int, bands: Sequence[str], cloud_test: str, row: int, col: int) -> str:
     "What a patch is made of (the scene's id and grid, the window, the bands, the cloud test) as 16 hex digits."
     what = dict(scene=scene.id, crs=str(scene.crs), transform=list(scene.transform)[:6], shape=[scene.height, scene.width],
@@ -341,7 +341,7 @@ def _patch_key(scene: Scene, size: int, bands: Sequence[str], cloud_test: str, r
                 cloud_test=cloud_test, row=row, col=col)
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 def _kept_patch(path: Path, key: str, count: int, size: int) -> dict | None:
     "The tags of a patch on disk that this run would write the same way and that reads back whole; None = rebuild it."
     import rasterio
@@ -357,7 +357,7 @@ def _kept_patch(path: Path, key: str, count: int, size: int) -> dict | None:
     except Exception:  # empty, cut short, not a raster: build it again
         return None
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 def _window_status(nodata: float, cloud: float, test: str, max_nodata: float, max_cloud: float) -> tuple[str, str]:
     "(status, reason) of a window from its no-data and cloudy fractions."
     if nodata > max_nodata:
@@ -366,7 +366,97 @@ def _window_status(nodata: float, cloud: float, test: str, max_nodata: float, ma
         return "cloudy", f"{cloud:.1%} of the window is cloud by the {test} test (limit {max_cloud:.1%})"
     return "ok", f"cloud {cloud:.1%}" if test != "none" else ""
 
+# %% ../nbs/01b_sentinel2.ipynb
+def _bands_to_read(
+    scene: Scene,
+    bands: Sequence[str] | str,  # bands to keep ('all' = the 10 m and 20 m bands)
+    cloud_test: str,  # auto | scl | brightness | none
+) -> tuple[list[str], str, list[str], list[str]]:
+    "(bands kept, cloud test, the bands it reads, every band to read); a scene lacking one, or its georeference, is refused."
+    bands = list(BANDS_10_20M if bands == "all" or bands == ("all",) else bands)
+    test, cbands = cloud_bands(scene, cloud_test)
+    need = list(dict.fromkeys(bands + cbands))
+    missing = [b for b in need if b not in scene.bands]
+    if missing:
+        raise KeyError(f"Scene {scene.id}: bands {missing} are needed but it has only {scene.bands}")
+    problem = scene.georeference_problem()
+    if problem:
+        raise UserError(f"{', '.join(scene.files)}: the raster has {problem}, so points in latitude/longitude cannot "
+                        "be placed on it; use the georeferenced Sentinel-2 files (GeoTIFF/COG/JP2 with a CRS and a "
+                        "geotransform) or add them: gdal_edit.py -a_srs EPSG:<code> -a_ullr <ulx> <uly> <lrx> <lry> <file>")
+    return bands, test, cbands, need
 
+# %% ../nbs/01b_sentinel2.ipynb
+def _point_windows(
+    scene: Scene,
+    lat: np.ndarray,  # WGS84 degrees
+    lon: np.ndarray,
+    size: int,  # window size in pixels
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "(col, row) of each point on the scene's grid (-1e9 where it cannot be placed) and (top, left) of its centred window."
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs("EPSG:4326", scene.crs, always_xy=True)
+    x, y = tr.transform(lon, lat, errcheck=False)
+    col_f, row_f = ~scene.transform @ (np.asarray(x), np.asarray(y))
+    col_f, row_f = np.asarray(col_f, float), np.asarray(row_f, float)
+    bad = ~(np.isfinite(col_f) & np.isfinite(row_f))
+    col_f, row_f = np.where(bad, -1e9, col_f), np.where(bad, -1e9, row_f)
+    left = np.floor(col_f - size / 2 + 0.5).astype("int64")  # the point lies in the window's central pixel(s)
+    top = np.floor(row_f - size / 2 + 0.5).astype("int64")
+    return col_f, row_f, top, left
+
+# %% ../nbs/01b_sentinel2.ipynb
+def _place_points(
+    scene: Scene,
+    ids: list[str],  # point ids
+    lat: np.ndarray,  # WGS84 degrees
+    lon: np.ndarray,
+    size: int,  # window size in pixels
+    writing: bool,  # patches will be files named by id (ids are checked)
+) -> tuple[list, list[int], np.ndarray, np.ndarray]:
+    "(rows for points rejected by position or id, None elsewhere; the others' indices in block order; top; left)."
+    from senclip.lucas import valid_point_id
+
+    col_f, row_f, top, left = _point_windows(scene, lat, lon, size)
+    rows, todo = [None] * len(ids), []
+    for i, pid in enumerate(ids):
+        base = dict(id=pid, patch="", scene=scene.id, row=int(top[i]), col=int(left[i]))
+        inside = 0 <= col_f[i] < scene.width and 0 <= row_f[i] < scene.height
+        if not inside:
+            rows[i] = dict(base, status="outside_scene", reason=f"({lat[i]:.5f}, {lon[i]:.5f}) is not on scene {scene.id}")
+        elif top[i] < 0 or left[i] < 0 or top[i] + size > scene.height or left[i] + size > scene.width:
+            rows[i] = dict(base, status="edge", reason=f"the {size}x{size} px window at row {top[i]}, col {left[i]} "
+                           f"does not fit in the {scene.width}x{scene.height} scene")
+        elif writing and not valid_point_id(pid):
+            rows[i] = dict(base, status="bad_id", reason=f"point id {pid!r} cannot be used as a file name")
+        else:
+            todo.append(i)
+    bh, bw = scene.block_shape
+    todo.sort(key=lambda i: (top[i] // bh, left[i] // bw, top[i], left[i]))  # raster block order
+    return rows, todo, top, left
+
+# %% ../nbs/01b_sentinel2.ipynb
+def _read_window(
+    scene: Scene,
+    win,  # rasterio Window on the scene's grid
+    bands: list[str],  # bands kept
+    need: list[str],  # every band to read (kept + cloud test)
+    test: str,  # scl | brightness | none
+    cbands: list[str],  # the bands of the cloud test
+    max_nodata: float,  # clouds are measured only when the no-data fraction is within this
+) -> tuple[np.ndarray, float, float]:
+    "(the kept bands of the window, its no-data fraction, its cloudy fraction)."
+    arr = scene.read(need, win)
+    data = arr[[need.index(b) for b in bands]]
+    nod, cloud = float((data == scene.nodata).any(0).mean()), 0.0
+    if nod <= max_nodata and test == "scl":
+        cloud = float(np.isin(arr[need.index("SCL")], list(SCL_CLOUDY)).mean())
+    elif nod <= max_nodata and test == "brightness":
+        cloud = float(_l1c_cloud_mask({b: arr[need.index(b)] for b in cbands}, scene.offset).mean())
+    return data, nod, cloud
+
+# %% ../nbs/01b_sentinel2.ipynb
 def cut_patches(
     scene: Scene | str | Path,  # an open Scene, or anything `open_scene` takes
     points: pd.DataFrame,  # columns id, lat, lon (WGS84 degrees)
@@ -380,55 +470,19 @@ def cut_patches(
     progress: bool = True,
 ) -> pd.DataFrame:
     "One row per point: id, patch (path or ''), scene, status (ok|outside_scene|edge|nodata|cloudy), reason, row, col."
-    from pyproj import Transformer
     from rasterio.windows import Window, transform as win_transform
     from tqdm.auto import tqdm
-
-    from senclip.lucas import valid_point_id
 
     own = not isinstance(scene, Scene)
     scene = open_scene(scene) if own else scene
     try:
-        bands = list(BANDS_10_20M if bands == "all" or bands == ("all",) else bands)
-        test, cbands = cloud_bands(scene, cloud_test)
-        need = list(dict.fromkeys(bands + cbands))
-        missing = [b for b in need if b not in scene.bands]
-        if missing:
-            raise KeyError(f"Scene {scene.id}: bands {missing} are needed but it has only {scene.bands}")
-        problem = scene.georeference_problem()
-        if problem:
-            raise UserError(f"{', '.join(scene.files)}: the raster has {problem}, so points in latitude/longitude cannot "
-                            "be placed on it; use the georeferenced Sentinel-2 files (GeoTIFF/COG/JP2 with a CRS and a "
-                            "geotransform) or add them: gdal_edit.py -a_srs EPSG:<code> -a_ullr <ulx> <uly> <lrx> <lry> <file>")
+        bands, test, cbands, need = _bands_to_read(scene, bands, cloud_test)
         if out_dir is not None:
             ensure_writable(out_dir)  # before any window is read
         lon = points["lon"].to_numpy(float)
         lat = points["lat"].to_numpy(float)
-        tr = Transformer.from_crs("EPSG:4326", scene.crs, always_xy=True)
-        x, y = tr.transform(lon, lat, errcheck=False)
-        col_f, row_f = ~scene.transform @ (np.asarray(x), np.asarray(y))
-        col_f, row_f = np.asarray(col_f, float), np.asarray(row_f, float)
-        bad = ~(np.isfinite(col_f) & np.isfinite(row_f))
-        col_f, row_f = np.where(bad, -1e9, col_f), np.where(bad, -1e9, row_f)
-        left = np.floor(col_f - size / 2 + 0.5).astype("int64")  # the point lies in the window's central pixel(s)
-        top = np.floor(row_f - size / 2 + 0.5).astype("int64")
-        rows = [None] * len(points)
         ids = points["id"].astype(str).tolist()
-        todo = []
-        for i, pid in enumerate(ids):
-            base = dict(id=pid, patch="", scene=scene.id, row=int(top[i]), col=int(left[i]))
-            inside = 0 <= col_f[i] < scene.width and 0 <= row_f[i] < scene.height
-            if not inside:
-                rows[i] = dict(base, status="outside_scene", reason=f"({lat[i]:.5f}, {lon[i]:.5f}) is not on scene {scene.id}")
-            elif top[i] < 0 or left[i] < 0 or top[i] + size > scene.height or left[i] + size > scene.width:
-                rows[i] = dict(base, status="edge", reason=f"the {size}x{size} px window at row {top[i]}, col {left[i]} "
-                               f"does not fit in the {scene.width}x{scene.height} scene")
-            elif out_dir is not None and not valid_point_id(pid):
-                rows[i] = dict(base, status="bad_id", reason=f"point id {pid!r} cannot be used as a file name")
-            else:
-                todo.append(i)
-        bh, bw = scene.block_shape
-        todo.sort(key=lambda i: (top[i] // bh, left[i] // bw, top[i], left[i]))  # raster block order
+        rows, todo, top, left = _place_points(scene, ids, lat, lon, size, writing=out_dir is not None)
         out = Path(out_dir) if out_dir is not None else None
         for i in tqdm(todo, desc=f"patches {scene.id}", disable=not progress):
             base = dict(id=ids[i], patch="", scene=scene.id, row=int(top[i]), col=int(left[i]))
@@ -442,13 +496,7 @@ def cut_patches(
                                reason="patch already on disk (kept)" if status == "ok" else reason)
                 continue
             win = Window(int(left[i]), int(top[i]), size, size)
-            arr = scene.read(need, win)
-            data = arr[[need.index(b) for b in bands]]
-            nod, cloud = float((data == scene.nodata).any(0).mean()), 0.0
-            if nod <= max_nodata and test == "scl":
-                cloud = float(np.isin(arr[need.index("SCL")], list(SCL_CLOUDY)).mean())
-            elif nod <= max_nodata and test == "brightness":
-                cloud = float(_l1c_cloud_mask({b: arr[need.index(b)] for b in cbands}, scene.offset).mean())
+            data, nod, cloud = _read_window(scene, win, bands, need, test, cbands, max_nodata)
             status, reason = _window_status(nod, cloud, test, max_nodata, max_cloud)
             if status != "ok":
                 rows[i] = dict(base, status=status, reason=reason)
@@ -497,7 +545,7 @@ S2_FIXED_RANGE = {  # band -> (low, high) in reflectance x 10000 mapped to 0..25
     "B12": (0, 4000),
 }
 
-
+# %% ../nbs/01b_sentinel2.ipynb
 def stretch_to_uint8(
     arr: np.ndarray,  # (C, H, W) digital numbers
     bands: Sequence[str],  # band names of the C channels
