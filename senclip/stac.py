@@ -10,12 +10,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 
 from .sentinel2 import RGB_BANDS, Scene, cut_patches, open_scene, parse_band_name
 
 # %% auto 0
-__all__ = ['PC_STAC_URL', 'month_window', 'geometry_contains', 'select_item', 'StacSource', 'find_scenes', 'scene_from_item',
-           'patches_from_stac']
+__all__ = ['PC_STAC_URL', 'month_window', 'geometry_contains', 'select_item', 'StacSource', 'bbox_overlaps', 'find_scenes',
+           'item_band_hrefs', 'dn_offset', 'scene_from_item', 'patches_from_stac']
 
 # %% ../nbs/01c_stac.ipynb
 PC_STAC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
@@ -25,13 +26,13 @@ def _add_months(d: pd.Timestamp, k: int) -> pd.Timestamp:
     m = d.month - 1 + k
     return pd.Timestamp(d.year + m // 12, m % 12 + 1, 1)
 
-
+# %% ../nbs/01c_stac.ipynb
 def month_window(date, widen: int = 0) -> tuple[pd.Timestamp, pd.Timestamp]:
     "[first day of the month `widen` months before `date`, end of the month `widen` months after)."
     d = pd.Timestamp(date)
     return _add_months(d, -widen), _add_months(d, widen + 1) - pd.Timedelta(microseconds=1)
 
-
+# %% ../nbs/01c_stac.ipynb
 def _in_ring(ring, x: float, y: float) -> bool:
     "Ray casting: is (x, y) inside the closed ring [[x, y], ...]?"
     inside, n = False, len(ring)
@@ -41,25 +42,25 @@ def _in_ring(ring, x: float, y: float) -> bool:
             inside = not inside
     return inside
 
-
+# %% ../nbs/01c_stac.ipynb
 def geometry_contains(geom: dict, lon: float, lat: float) -> bool:
     "Whether a GeoJSON Polygon/MultiPolygon contains the point (holes respected)."
     polys = [geom["coordinates"]] if geom["type"] == "Polygon" else geom["coordinates"] if geom["type"] == "MultiPolygon" else []
     return any(_in_ring(p[0], lon, lat) and not any(_in_ring(h, lon, lat) for h in p[1:]) for p in polys)
 
-
+# %% ../nbs/01c_stac.ipynb
 def _item_contains(item, lon: float, lat: float) -> bool:
     if item.geometry and item.geometry.get("type") in ("Polygon", "MultiPolygon"):
         return geometry_contains(item.geometry, lon, lat)
     b = item.bbox
     return b is not None and b[0] <= lon <= b[2] and b[1] <= lat <= b[3]
 
-
+# %% ../nbs/01c_stac.ipynb
 def _item_time(item) -> pd.Timestamp:
     t = item.datetime or pd.Timestamp(item.properties.get("start_datetime"))
     return pd.Timestamp(t).tz_localize(None) if pd.Timestamp(t).tzinfo else pd.Timestamp(t)
 
-
+# %% ../nbs/01c_stac.ipynb
 def select_item(
     items: Iterable,  # pystac Items (any order)
     lon: float,
@@ -83,7 +84,7 @@ def select_item(
                 "in the survey month" if k == 0 else f"after widening by ±{k} month(s)")
     return None, -1, f"no scene under {max_cloud}% cloud within ±{widen_months} months of {d.date()}"
 
-
+# %% ../nbs/01c_stac.ipynb
 class StacSource:
     "Sentinel-2 items from a STAC API (pystac-client; Planetary Computer signing) or a local static catalogue."
 
@@ -102,41 +103,85 @@ class StacSource:
         self._client = None
         self._cache: dict = {}
 
-    def items(self, lon: float, lat: float, start, end) -> list:
-        "Items of the collection over the point between `start` and `end`."
-        if self.static:
-            if self._all is None:
-                import pystac
+    def __repr__(self):
+        return f"StacSource({self.url!r}, {self.collection!r}, sign={self.sign}, static={self.static})"
 
-                cat = pystac.Catalog.from_file(self.url)
-                self._all = [it for it in cat.get_items(recursive=True)
-                             if it.collection_id in (None, self.collection) or not self.collection]
-            s, e = pd.Timestamp(start), pd.Timestamp(end)
-            return [it for it in self._all if s <= _item_time(it) <= e and _item_contains(it, lon, lat)]
-        # one search per (grid cell, time window): the ~100 LUCAS points of a cell share it
-        cx, cy = int(np.floor(lon / self.cell_deg)), int(np.floor(lat / self.cell_deg))
-        key = (cx, cy, str(start), str(end))
-        if key not in self._cache:
-            if self._client is None:
-                from pystac_client import Client
+# %% ../nbs/01c_stac.ipynb
+@patch
+def static_items(self: StacSource) -> list:
+    "Every item of the collection in a static catalogue (read once)."
+    if self._all is None:
+        import pystac
 
-                self._client = Client.open(self.url)
-            c = self.cell_deg
-            kw = {"query": {"eo:cloud_cover": {"lt": self.max_cloud}}} if self.max_cloud is not None else {}
-            search = self._client.search(collections=[self.collection], bbox=[cx * c, cy * c, (cx + 1) * c, (cy + 1) * c],
-                                         datetime=f"{pd.Timestamp(start).isoformat()}Z/{pd.Timestamp(end).isoformat()}Z", **kw)
-            self._cache[key] = list(search.items())
-        return [it for it in self._cache[key] if _item_contains(it, lon, lat)]
+        cat = pystac.Catalog.from_file(self.url)
+        self._all = [it for it in cat.get_items(recursive=True)
+                     if it.collection_id in (None, self.collection) or not self.collection]
+    return self._all
 
-    def signed(self, item):
-        "The item with signed asset addresses when this is the Planetary Computer."
-        if not self.sign:
-            return item
-        import planetary_computer
+# %% ../nbs/01c_stac.ipynb
+@patch
+def api_search(
+    self: StacSource,
+    bbox: Sequence[float],  # W, S, E, N in degrees
+    start,  # first instant of the time window
+    end,  # last instant of the time window
+) -> list:
+    "One item search of the STAC API (collection, bbox, time window, and the API-side cloud filter if set)."
+    if self._client is None:
+        from pystac_client import Client
 
-        return planetary_computer.sign(item)
+        self._client = Client.open(self.url)
+    kw = {"query": {"eo:cloud_cover": {"lt": self.max_cloud}}} if self.max_cloud is not None else {}
+    search = self._client.search(collections=[self.collection], bbox=[float(v) for v in bbox],
+                                 datetime=f"{pd.Timestamp(start).isoformat()}Z/{pd.Timestamp(end).isoformat()}Z", **kw)
+    return list(search.items())
 
+# %% ../nbs/01c_stac.ipynb
+@patch
+def items(self: StacSource, lon: float, lat: float, start, end) -> list:
+    "Items of the collection over the point between `start` and `end`."
+    if self.static:
+        s, e = pd.Timestamp(start), pd.Timestamp(end)
+        return [it for it in self.static_items() if s <= _item_time(it) <= e and _item_contains(it, lon, lat)]
+    # one search per (grid cell, time window): the ~100 LUCAS points of a cell share it
+    cx, cy = int(np.floor(lon / self.cell_deg)), int(np.floor(lat / self.cell_deg))
+    key = (cx, cy, str(start), str(end))
+    if key not in self._cache:
+        c = self.cell_deg
+        self._cache[key] = self.api_search([cx * c, cy * c, (cx + 1) * c, (cy + 1) * c], start, end)
+    return [it for it in self._cache[key] if _item_contains(it, lon, lat)]
 
+# %% ../nbs/01c_stac.ipynb
+def bbox_overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
+    "Whether two (W, S, E, N) boxes share any area or edge."
+    return a[0] <= b[2] and a[2] >= b[0] and a[1] <= b[3] and a[3] >= b[1]
+
+# %% ../nbs/01c_stac.ipynb
+@patch
+def search(
+    self: StacSource,
+    bbox: Sequence[float],  # W, S, E, N in degrees
+    start,  # first instant of the time window
+    end,  # last instant of the time window
+) -> list:
+    "Items of the collection whose bounding box meets `bbox` between `start` and `end` (a region, not a point)."
+    if not self.static:
+        return self.api_search(bbox, start, end)
+    s, e = pd.Timestamp(start), pd.Timestamp(end)
+    return [it for it in self.static_items()
+            if s <= _item_time(it) <= e and it.bbox is not None and bbox_overlaps(it.bbox, bbox)]
+
+# %% ../nbs/01c_stac.ipynb
+@patch
+def signed(self: StacSource, item):
+    "The item with signed asset addresses when this is the Planetary Computer (`sign=True`); else the item itself."
+    if not self.sign:
+        return item
+    import planetary_computer
+
+    return planetary_computer.sign(item)
+
+# %% ../nbs/01c_stac.ipynb
 def find_scenes(
     points: pd.DataFrame,  # id, lat, lon, date
     source: StacSource | str = PC_STAC_URL,
@@ -160,29 +205,39 @@ def find_scenes(
             rows.append(dict(id=r["id"], scene=it.id, widened=k, status="ok", reason=why))
     return pd.DataFrame(rows, columns=["id", "scene", "widened", "status", "reason"]), chosen
 
-
-def scene_from_item(
-    item,  # a pystac Item (signed if needed)
-    bands: Sequence[str] = RGB_BANDS,  # bands to open (SCL is added when the item has it)
-) -> Scene:
-    "Open the bands of a STAC item (asset keys B04/red/... ; relative hrefs resolved)."
+# %% ../nbs/01c_stac.ipynb
+def item_band_hrefs(item) -> dict:
+    "Band name (B04, SCL, ...) -> absolute asset address, from asset keys (B04/red/...) or their eo:bands names."
     keys = {}
     for k, a in item.assets.items():
         b = parse_band_name(k) or parse_band_name((a.extra_fields.get("eo:bands") or [{}])[0].get("name"))
         if b:
             keys.setdefault(b, a.get_absolute_href() or a.href)
+    return keys
+
+# %% ../nbs/01c_stac.ipynb
+def dn_offset(item) -> float | None:
+    "The DN offset of the item's bands: 1000 from processing baseline 04.00 on, else None (read from the files)."
+    baseline = item.properties.get("s2:processing_baseline")
+    return 1000.0 if baseline and float(baseline) >= 4.0 else None
+
+# %% ../nbs/01c_stac.ipynb
+def scene_from_item(
+    item,  # a pystac Item (signed if needed)
+    bands: Sequence[str] = RGB_BANDS,  # bands to open (SCL is added when the item has it)
+) -> Scene:
+    "Open the bands of a STAC item (asset keys B04/red/... ; relative hrefs resolved)."
+    keys = item_band_hrefs(item)
     want = list(dict.fromkeys(list(bands) + (["SCL"] if "SCL" in keys else [])))
     missing = [b for b in want if b not in keys]
     if missing:
         raise KeyError(f"STAC item {item.id} has no asset for bands {missing} (assets: {list(item.assets)})")
     props = item.properties
-    baseline = props.get("s2:processing_baseline")
-    offset = 1000.0 if baseline and float(baseline) >= 4.0 else None
     product = "L2A" if "L2A" in str(props.get("s2:product_type", item.collection_id or "")).upper() or "SCL" in keys else None
-    return open_scene({b: keys[b] for b in want}, scene_id=item.id, product=product, offset=offset,
+    return open_scene({b: keys[b] for b in want}, scene_id=item.id, product=product, offset=dn_offset(item),
                       date=str(_item_time(item).date()))
 
-
+# %% ../nbs/01c_stac.ipynb
 def patches_from_stac(
     points: pd.DataFrame,  # id, lat, lon, date (rows with status 'ok')
     out_dir: str | Path,
