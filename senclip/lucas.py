@@ -57,6 +57,7 @@ REJECT_REASONS = {
     "bad_date": "the survey date cannot be parsed or is impossible",
 }
 
+# %% ../nbs/01a_lucas.ipynb
 _ID_RE = re.compile(r"^[A-Za-z0-9]{6,32}$")
 _NUTS0_RE = re.compile(r"^[A-Z]{2}$")
 
@@ -65,7 +66,7 @@ def valid_point_id(point_id) -> bool:
     "True when `point_id` is safe to use in photo paths and URLs (6-32 letters/digits)."
     return isinstance(point_id, str) and bool(_ID_RE.match(point_id))
 
-
+# %% ../nbs/01a_lucas.ipynb
 def valid_nuts0(nuts0) -> bool:
     "True when `nuts0` is a 2-letter upper-case country code."
     return isinstance(nuts0, str) and bool(_NUTS0_RE.match(nuts0))
@@ -76,7 +77,7 @@ def _num(s: pd.Series) -> pd.Series:
     v = pd.to_numeric(s, errors="coerce").astype(float)
     return v.mask(v.round(6).isin(LUCAS_MISSING))
 
-
+# %% ../nbs/01a_lucas.ipynb
 def _id_str(v) -> str:
     "A point id as text (ints read from CSV, floats like 12345678.0, or strings)."
     if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -85,18 +86,18 @@ def _id_str(v) -> str:
         v = int(v)
     return str(v).strip()
 
-
+# %% ../nbs/01a_lucas.ipynb
 def _latlon_ok(lat: pd.Series, lon: pd.Series) -> pd.Series:
     return lat.between(-90, 90) & lon.between(-180, 180) & ~((lat == 0) & (lon == 0))
 
-
+# %% ../nbs/01a_lucas.ipynb
 def _flag(v) -> bool:
     "A LUCAS photo flag: 1 (or yes/true) = the photo was taken."
     if isinstance(v, str):
         return v.strip().lower() in ("1", "y", "yes", "true")
     return bool(v == 1) if v is not None and not (isinstance(v, float) and np.isnan(v)) else False
 
-
+# %% ../nbs/01a_lucas.ipynb
 def read_points(
     source: str | Path | pd.DataFrame,  # CSV/Parquet path or a DataFrame
     columns: dict | None = None,  # our name -> column name; defaults to the LUCAS 2018 names (LUCAS_2018_COLUMNS)
@@ -168,7 +169,7 @@ def read_points(
 # %% ../nbs/01a_lucas.ipynb
 LUCAS_PHOTO_URL = "https://gisco-services.ec.europa.eu/lucas/photos/2018"
 
-
+# %% ../nbs/01a_lucas.ipynb
 def photo_relpath(
     nuts0: str,  # 2-letter country code
     point_id: str,  # LUCAS POINT_ID
@@ -183,12 +184,12 @@ def photo_relpath(
         raise ValueError(f"photo view {view!r} must be one of {PHOTO_CODES}")
     return f"{nuts0}/{point_id[0:3]}/{point_id[3:6]}/{point_id}{view}.jpg"
 
-
+# %% ../nbs/01a_lucas.ipynb
 def photo_url(nuts0: str, point_id: str, view: str, base_url: str = LUCAS_PHOTO_URL) -> str:
     "The address of one LUCAS photo on the server `base_url`."
     return base_url.rstrip("/") + "/" + photo_relpath(nuts0, point_id, view)
 
-
+# %% ../nbs/01a_lucas.ipynb
 def find_photos(
     points: pd.DataFrame,  # from `read_points` (id, nuts0)
     photo_dir: str | Path,  # root of a LUCAS-layout photo folder
@@ -209,22 +210,14 @@ def find_photos(
     return out
 
 # %% ../nbs/01a_lucas.ipynb
-def download_photos(
+def _photo_jobs(
     points: pd.DataFrame,  # from `read_points`; only rows with status 'ok' are fetched
-    out_dir: str | Path,  # root of the LUCAS-layout copy
-    views: Iterable[str] = DIRECTIONS,
-    base_url: str = LUCAS_PHOTO_URL,  # server root (the layout below it is LUCAS')
-    workers: int = 4,  # parallel downloads (kept small to be polite to the public server)
-    retries: int = 3,  # attempts per file after a network error
-    backoff: float = 1.0,  # first back-off in seconds
-    timeout: float = 30.0,
-    progress: bool = True,
-    use_flags: bool = True,  # skip photos whose PHOTO_* flag says none was taken
-) -> pd.DataFrame:
-    "Fetch photos into `out_dir`; returns one row per photo: id, view, path, status (done|skipped|missing|failed), reason."
-    from tqdm.auto import tqdm
-
-    root = Path(out_dir).resolve()
+    root: Path,  # resolved root of the LUCAS-layout copy
+    views: Iterable[str],
+    base_url: str,
+    use_flags: bool,  # skip photos whose PHOTO_* flag says none was taken
+) -> tuple[list[tuple], list[dict]]:
+    "(downloads to do as (id, view, url, dest); result rows of the photos needing none: bad id, not taken, on disk)."
     jobs, rows = [], []
     ok = points[points["status"] == "ok"] if "status" in points else points
     for _, r in ok.iterrows():
@@ -246,6 +239,52 @@ def download_photos(
                 if dest.is_file():
                     dest.unlink()  # an empty photo (a full disk, a killed copy) is fetched again, not counted as there
                 jobs.append((r["id"], v, base_url.rstrip("/") + "/" + rel, dest))
+    return jobs, rows
+
+# %% ../nbs/01a_lucas.ipynb
+def _fetch_bounded(
+    jobs: list,  # anything `fetch` takes
+    fetch,  # job -> result row (never raises)
+    workers: int,  # threads
+    progress: bool,
+) -> list[dict]:
+    "`fetch` every job on a thread pool with at most 4 x `workers` in flight; the rows in the order they finish."
+    from tqdm.auto import tqdm
+
+    rows = []
+    bar = tqdm(total=len(jobs), desc="LUCAS photos", disable=not progress)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending, it = set(), iter(jobs)
+        while True:  # at most 4 x workers files in flight: 900,000 photos never become 900,000 futures
+            for j in it:
+                pending.add(pool.submit(fetch, j))
+                if len(pending) >= 4 * max(1, workers):
+                    break
+            if not pending:
+                break
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                rows.append(f.result())
+                bar.update()
+    bar.close()
+    return rows
+
+# %% ../nbs/01a_lucas.ipynb
+def download_photos(
+    points: pd.DataFrame,  # from `read_points`; only rows with status 'ok' are fetched
+    out_dir: str | Path,  # root of the LUCAS-layout copy
+    views: Iterable[str] = DIRECTIONS,
+    base_url: str = LUCAS_PHOTO_URL,  # server root (the layout below it is LUCAS')
+    workers: int = 4,  # parallel downloads (kept small to be polite to the public server)
+    retries: int = 3,  # attempts per file after a network error
+    backoff: float = 1.0,  # first back-off in seconds
+    timeout: float = 30.0,
+    progress: bool = True,
+    use_flags: bool = True,  # skip photos whose PHOTO_* flag says none was taken
+) -> pd.DataFrame:
+    "Fetch photos into `out_dir`; returns one row per photo: id, view, path, status (done|skipped|missing|failed), reason."
+    root = Path(out_dir).resolve()
+    jobs, rows = _photo_jobs(points, root, views, base_url, use_flags)
 
     def fetch(job):
         pid, v, url, dest = job
@@ -261,21 +300,7 @@ def download_photos(
         raise OfflineError(f"{len(jobs)} photos are to be downloaded from {base_url} but downloads are disabled "
                            "(HF_HUB_OFFLINE/SENCLIP_OFFLINE is set); unset it, or put the photos in the folder yourself")
     if jobs:
-        bar = tqdm(total=len(jobs), desc="LUCAS photos", disable=not progress)
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            pending, it = set(), iter(jobs)
-            while True:  # at most 4 x workers files in flight: 900,000 photos never become 900,000 futures
-                for j in it:
-                    pending.add(pool.submit(fetch, j))
-                    if len(pending) >= 4 * max(1, workers):
-                        break
-                if not pending:
-                    break
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    rows.append(f.result())
-                    bar.update()
-        bar.close()
+        rows += _fetch_bounded(jobs, fetch, workers, progress)
     return pd.DataFrame(rows, columns=["id", "view", "path", "status", "reason"])
 
 # %% ../nbs/01a_lucas.ipynb
@@ -283,7 +308,7 @@ def _dms(v) -> float:
     d, m, s = (float(x) for x in v)
     return d + m / 60 + s / 3600
 
-
+# %% ../nbs/01a_lucas.ipynb
 def read_exif_gps(path: str | Path) -> dict | None:
     "lat, lon, bearing (degrees or None) and date (Timestamp or NaT) from a photo's EXIF, or None without GPS."
     from PIL import Image
@@ -305,12 +330,12 @@ def read_exif_gps(path: str | Path) -> dict | None:
         date = pd.NaT
     return dict(lat=lat, lon=lon, bearing=None if bearing is None else float(bearing), date=date)
 
-
+# %% ../nbs/01a_lucas.ipynb
 def bearing_to_view(bearing: float) -> str:
     "The nearest of N, E, S, W to a compass bearing in degrees."
     return DIRECTIONS[int(((bearing % 360) + 45) // 90) % 4]
 
-
+# %% ../nbs/01a_lucas.ipynb
 def points_from_geotagged(
     folder: str | Path,  # flat folder of JPEG/TIFF photos with EXIF GPS
     radius_m: float = 30.0,  # photos closer than this to a point's first photo join that point
