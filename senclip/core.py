@@ -29,7 +29,7 @@ __all__ = ['SENCLIP_MEAN', 'SENCLIP_STD', 'CLIP_MEAN', 'CLIP_STD', 'PRESETS', 'U
            'barrier', 'all_gather_objects', 'UserError', 'cli_errors', 'split_overrides', 'parse_value',
            'apply_overrides', 'atomic_path', 'atomic_write', 'atomic_write_json', 'atomic_torch_save',
            'ensure_writable', 'fingerprint', 'ShardCache', 'collate_skip', 'is_true', 'caveat', 'OfflineError',
-           'ChecksumError', 'is_offline', 'sha256sum', 'download_url', 'git_commit', 'run_metadata', 'machine_name',
+           'ChecksumError', 'is_offline', 'sha256sum', 'download_url', 'git_commit', 'machine_name', 'run_metadata',
            'bench_record', 'register_model_configs', 'create_model']
 
 # %% ../nbs/00_core.ipynb
@@ -90,7 +90,7 @@ class Preset:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
-
+# %% ../nbs/00_core.ipynb
 def check_fields(overrides: dict):
     "Raise a clear error naming any key of `overrides` that is not a `Preset` field."
     known = {f.name for f in fields(Preset)}
@@ -98,7 +98,7 @@ def check_fields(overrides: dict):
     if bad:
         raise KeyError(f"Unknown preset field(s) {bad}. Known fields: {sorted(known)}")
 
-
+# %% ../nbs/00_core.ipynb
 def _coerce(p: Preset, k: str, v):
     "Coerce a CLI/papermill string (or list) to the type of field `k`."
     cur = getattr(p, k)
@@ -156,7 +156,7 @@ PRESETS["tiny"] = replace(  # the demo preset, smaller and shorter
     PRESETS["demo"], name="tiny", queue_size=16, batch_size=4, epochs=1, lr=1e-3,
     description="Tiny random model for fast CPU tests")
 
-
+# %% ../nbs/00_core.ipynb
 def get_preset(name: str | Preset = "paper", **overrides) -> Preset:
     "The named preset (paper, official-code, demo, tiny) with field `overrides` applied."
     if isinstance(name, Preset):
@@ -173,20 +173,20 @@ def cache_dir(*parts: str) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
 
-
+# %% ../nbs/00_core.ipynb
 def package_dir() -> Path:
     "The folder of the installed `senclip` package (it holds prompts and model configs)."
     import importlib.util
 
     return Path(importlib.util.find_spec("senclip").origin).resolve().parent
 
-
+# %% ../nbs/00_core.ipynb
 def repo_root() -> Path | None:
     "The source checkout this package lives in (for `data/sample`), or None for a non-editable install."
     root = package_dir().parent
     return root if (root / "settings.ini").exists() else None
 
-
+# %% ../nbs/00_core.ipynb
 def sample_dir(*parts: str) -> Path:
     "The bundled sample data: `$SENCLIP_SAMPLE` or the checkout's `data/sample`."
     env = os.environ.get("SENCLIP_SAMPLE")
@@ -213,7 +213,7 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> int:
         torch.backends.cudnn.benchmark = False
     return seed
 
-
+# %% ../nbs/00_core.ipynb
 def get_device(prefer: str = "auto"):
     "A torch device: `auto` picks cuda, then mps, then cpu; asking for one that is absent is an error."
     import torch
@@ -291,7 +291,7 @@ def _dist_active() -> bool:
 
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
-
+# %% ../nbs/00_core.ipynb
 def barrier():
     "Wait for every rank (a no-op in a single process)."
     if _dist_active():
@@ -314,7 +314,7 @@ def all_gather_objects(obj) -> list:
 class UserError(Exception):
     "A problem with the user's input or environment; its message names the file, the field and the fix."
 
-
+# %% ../nbs/00_core.ipynb
 def _one_line(e: BaseException) -> str:
     "The message of `e` on one line, with its type where the message alone would be unclear."
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
@@ -323,7 +323,7 @@ def _one_line(e: BaseException) -> str:
         return msg
     return f"{msg} ({type(e).__name__})" if isinstance(e, (KeyError, ValueError, OSError, RuntimeError)) else f"{type(e).__name__}: {msg}"
 
-
+# %% ../nbs/00_core.ipynb
 def cli_errors(func: Callable) -> Callable:
     "Wrap a console command (under `@call_parse`): errors become one line on stderr and exit code 1; with `debug=True` (`--debug`) or `SENCLIP_DEBUG=1` the traceback is shown."
     import functools
@@ -451,7 +451,7 @@ def _umask() -> int:
     os.umask(mask)
     return mask
 
-
+# %% ../nbs/00_core.ipynb
 def _check_written(tmp: Path, path: Path, check: Callable[[Path], Any] | None, allow_empty: bool):
     "Refuse to publish a file that was not written: missing, empty, or failing the writer's own `check`."
     if not tmp.exists():
@@ -466,7 +466,7 @@ def _check_written(tmp: Path, path: Path, check: Callable[[Path], Any] | None, a
             raise OSError(f"{path}: the written file does not read back ({e}); the previous file (if any) was kept "
                           "(is the disk full?)") from e
 
-
+# %% ../nbs/00_core.ipynb
 @contextlib.contextmanager
 def atomic_path(
     path: str | Path,  # the file to publish
@@ -489,7 +489,7 @@ def atomic_path(
             os.unlink(tmp)
         raise
 
-
+# %% ../nbs/00_core.ipynb
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", allow_empty: bool = False, **kwargs) -> Iterator[Any]:
     "Open a temporary file beside `path`; on success it replaces `path` atomically, on error it is removed."
@@ -498,14 +498,14 @@ def atomic_write(path: str | Path, mode: str = "wb", allow_empty: bool = False, 
         f.flush()
         os.fsync(f.fileno())
 
-
+# %% ../nbs/00_core.ipynb
 def atomic_write_json(path: str | Path, obj: Any, **kwargs) -> Path:
     "Write `obj` as indented JSON to `path` atomically."
     with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, default=str, **kwargs)
     return Path(path)
 
-
+# %% ../nbs/00_core.ipynb
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     "`torch.save` to `path` atomically."
     import torch
@@ -514,7 +514,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
         torch.save(obj, f)
     return Path(path)
 
-
+# %% ../nbs/00_core.ipynb
 def ensure_writable(folder: str | Path) -> Path:
     "Create `folder` if needed and check a file can be written there, before long work starts."
     folder = Path(folder)
@@ -730,16 +730,16 @@ def caveat(
 class OfflineError(RuntimeError):
     "Raised when a download is needed but the machine is (or is declared) offline."
 
-
+# %% ../nbs/00_core.ipynb
 class ChecksumError(RuntimeError):
     "Raised when a downloaded file does not match its expected sha256."
 
-
+# %% ../nbs/00_core.ipynb
 def is_offline() -> bool:
     "True when `SENCLIP_OFFLINE` or `HF_HUB_OFFLINE` is set to a true value."
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("SENCLIP_OFFLINE", "HF_HUB_OFFLINE"))
 
-
+# %% ../nbs/00_core.ipynb
 def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
     "Hex sha256 of a file, read in chunks."
     h = hashlib.sha256()
@@ -748,7 +748,7 @@ def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
             h.update(b)
     return h.hexdigest()
 
-
+# %% ../nbs/00_core.ipynb
 def download_url(
     url: str,  # http(s) address of the file
     dest: str | Path,  # where the file goes (its folder is created)
@@ -837,7 +837,17 @@ def git_commit(short: bool = True) -> str:
     except Exception:
         return "unknown"
 
+# %% ../nbs/00_core.ipynb
+def machine_name() -> str:
+    "A short description of this machine: GPU name, or CPU count."
+    import platform
+    import torch
 
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.machine()} CPU x{os.cpu_count()}"
+
+# %% ../nbs/00_core.ipynb
 def run_metadata(**params) -> dict:
     "What a run records beside its outputs: parameters, git commit, time, versions and machine."
     import platform
@@ -852,17 +862,7 @@ def run_metadata(**params) -> dict:
         "python": platform.python_version(),
     }
 
-
-def machine_name() -> str:
-    "A short description of this machine: GPU name, or CPU count."
-    import platform
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"{platform.machine()} CPU x{os.cpu_count()}"
-
-
+# %% ../nbs/00_core.ipynb
 def bench_record(
     name: str,  # what was measured, e.g. 'train.images_per_s.ratio'
     value: float,
@@ -893,7 +893,17 @@ def register_model_configs() -> list[str]:
         open_clip.add_model_config(config_dir)
     return names
 
+# %% ../nbs/00_core.ipynb
+class _DropMessage:
+    "A logging filter that drops records containing `text`."
 
+    def __init__(self, text: str):
+        self.text = text
+
+    def filter(self, record) -> bool:
+        return self.text not in record.getMessage()
+
+# %% ../nbs/00_core.ipynb
 def create_model(arch: str, pretrained: str = "", **kwargs):
     "An open_clip model by architecture name (senclip's tiny ones included), with `pretrained` weights if given."
     import open_clip
@@ -913,13 +923,3 @@ def create_model(arch: str, pretrained: str = "", **kwargs):
         return open_clip.create_model(arch, pretrained=None, **kwargs)
     finally:
         logging.getLogger().removeFilter(quiet)
-
-
-class _DropMessage:
-    "A logging filter that drops records containing `text`."
-
-    def __init__(self, text: str):
-        self.text = text
-
-    def filter(self, record) -> bool:
-        return self.text not in record.getMessage()
