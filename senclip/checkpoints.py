@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .core import (CLIP_MEAN, CLIP_STD, SENCLIP_MEAN, SENCLIP_STD, OfflineError, UserError, atomic_torch_save,
+from .core import (CLIP_MEAN, CLIP_STD, SENCLIP_MEAN, SENCLIP_STD, OfflineError, UserError, atomic_path, atomic_torch_save,
                           atomic_write, atomic_write_json, cache_dir, create_model, download_url, is_offline,
                           register_model_configs)
 
@@ -35,8 +35,7 @@ __all__ = ['log', 'CHECKPOINTS', 'CLIP_ARCHS', 'WEIGHT_SUFFIXES', 'TRUSTED_TORCH
            'register_checkpoint', 'list_checkpoints', 'ArchitectureWarning', 'resolve_arch', 'pick_file',
            'fetch_checkpoint', 'UnsafeCheckpointError', 'CheckpointFormatError', 'CorruptCheckpointError',
            'read_torchscript', 'read_checkpoint', 'to_open_clip', 'arch_shapes', 'check_state_dict', 'infer_arch',
-           'ZeroShotModel', 'make_preprocess', 'load_clip', 'build_model', 'load', 'export_openai',
-           'export_safetensors']
+           'make_preprocess', 'ZeroShotModel', 'load', 'export_openai', 'export_safetensors']
 
 # %% ../nbs/02b_checkpoints.ipynb
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class Checkpoint:
     def std(self) -> tuple:
         return SENCLIP_STD if self.norm == "senclip" else CLIP_STD
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 CHECKPOINTS: dict[str, Checkpoint] = {}
 
 
@@ -74,12 +73,12 @@ def register_checkpoint(ckpt: Checkpoint) -> Checkpoint:
     CHECKPOINTS[ckpt.name.lower()] = ckpt
     return ckpt
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def list_checkpoints() -> list[str]:
     "Names of the registered checkpoints."
     return sorted(CHECKPOINTS)
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 _VIT, _RN = "ViT-B-32-quickgelu", "RN50-quickgelu"
 for _arch, _tok in ((_VIT, "vit-b-32"), (_RN, "rn50")):
     _a = "vitb32" if _arch == _VIT else "rn50"
@@ -122,7 +121,7 @@ _PLAIN_GELU = {a[: -len("-quickgelu")] for a in CLIP_ARCHS.values()}  # their pl
 class ArchitectureWarning(UserWarning):
     "An architecture that loads the weights but computes something other than what they were trained with."
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def resolve_arch(
     arch: str | None,  # open_clip architecture, or a clip package name such as 'ViT-B/32' or 'RN50'
 ) -> str | None:
@@ -135,6 +134,12 @@ def resolve_arch(
         raise ValueError(f"Unknown architecture {arch!r}: the clip package's names are {list(CLIP_ARCHS)}; "
                          "anything else takes open_clip's name (e.g. ViT-B-32-quickgelu)")
     return arch
+
+# %% ../nbs/02b_checkpoints.ipynb
+def _quickgelu_twin(arch: str) -> str:
+    "The QuickGELU architecture OpenAI-format weights of `arch` need: a clip name resolved, a plain-GELU twin swapped."
+    arch = resolve_arch(arch)
+    return f"{arch}-quickgelu" if arch in _PLAIN_GELU else arch
 
 # %% ../nbs/02b_checkpoints.ipynb
 WEIGHT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
@@ -187,7 +192,7 @@ def _hf_listing(repo: str) -> list[str]:
                            "no copy of it. Retry on a machine with internet, or load a local file instead.") from e
     return sorted(p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file())
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def _hf_file(repo: str, filename: str) -> Path:
     "Download one file of a Hugging Face repository into the cache (or find it there when offline)."
     import huggingface_hub as hh
@@ -198,7 +203,7 @@ def _hf_file(repo: str, filename: str) -> Path:
         raise OfflineError(f"{repo}/{filename} is needed but is not in {cache_dir('hf')} and downloads are disabled "
                            "(HF_HUB_OFFLINE/SENCLIP_OFFLINE) or the Hub is unreachable.") from e
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def fetch_checkpoint(
     ckpt: Checkpoint | str,  # registry entry or name
 ) -> Path:
@@ -225,7 +230,7 @@ def fetch_checkpoint(
         return out
     raise ValueError(f"{ckpt.name} has random weights; there is nothing to fetch")
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def _is_torch_zip(path: Path) -> bool:
     "True for a torch.save / TorchScript zip archive (as opposed to a zip of files)."
     with zipfile.ZipFile(path) as z:
@@ -235,11 +240,11 @@ def _is_torch_zip(path: Path) -> bool:
 class UnsafeCheckpointError(RuntimeError, UserError):
     "A checkpoint that cannot be read without running code from the file."
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 class CheckpointFormatError(ValueError):
     "A checkpoint whose layout is not one senclip recognises, or does not fit the architecture."
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 class CorruptCheckpointError(CheckpointFormatError, UserError):
     "A checkpoint file that is truncated or damaged (an interrupted download or copy)."
 
@@ -265,25 +270,25 @@ class _ScriptObject:
     def __repr__(self) -> str:
         return f"<TorchScript object {self.qualname}>"
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 class _StorageType:
     "What a pickle's `torch.FloatStorage` (etc.) stands for here: its dtype."
 
     def __init__(self, name: str):
         self.name, self.dtype = name, _STORAGE_DTYPES[name]
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
     "What `torch._utils._rebuild_tensor_v2` does, on a storage read by `_TorchScriptUnpickler`: a bounds-checked view."
     if not isinstance(storage, torch.Tensor):
         raise CheckpointFormatError(f"a tensor in data.pkl has no storage ({type(storage).__name__})")
     return torch.as_strided(storage, tuple(size), tuple(stride), int(offset))
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def _same(x, *_):
     return x
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 _TS_CALLABLES = {  # the only globals a TorchScript data.pkl may name, each replaced by an inert function of ours
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("collections", "OrderedDict"): dict,
@@ -349,7 +354,7 @@ def _script_class(archive: zipfile.ZipFile, prefix: str, qualname: str, source: 
             return info
     raise CheckpointFormatError(f"{source}: class {qualname} is not defined in {fname}")
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def read_torchscript(
     path: str | Path,  # TorchScript archive (torch.jit.save), e.g. OpenAI's ViT-B-32.pt
 ) -> dict:
@@ -428,7 +433,7 @@ def _sha256(path: Path) -> str:
             h.update(b)
     return h.hexdigest()
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def _read_torchscript_file(path: Path, trust_torchscript: bool) -> tuple[dict, dict]:
     "A TorchScript archive: the safe reader; torch.jit.load only for a file the caller or the registry trusts."
     try:
@@ -451,7 +456,7 @@ def _read_torchscript_file(path: Path, trust_torchscript: bool) -> tuple[dict, d
         sd = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
     return sd, {"format": "torchscript", "reader": "torch.jit.load"}
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def _read(path: Path, trust_torchscript: bool) -> tuple[dict, dict]:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
@@ -479,7 +484,7 @@ def _read(path: Path, trust_torchscript: bool) -> tuple[dict, dict]:
         ) from None
     return _unwrap(obj, path), {}
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 _CORRUPT = re.compile(r"PytorchStreamReader|unexpected EOF|corrupt|central directory|truncated|invalid load key|"
                       r"ran out of input|header|not fully covered|Bad CRC|Bad magic|incomplete", re.I)
 
@@ -510,7 +515,7 @@ def read_checkpoint(
             f"interrupted download or copy leaves such files: delete it{where} and download or export it again."
         ) from e
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def _unwrap(obj, path) -> dict:
     "The flat name -> tensor dict inside a loaded checkpoint object."
     if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
@@ -554,18 +559,15 @@ def to_open_clip(
             dropped.append(k)
     return out, dropped
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 @functools.lru_cache(maxsize=None)
 def arch_shapes(arch: str) -> dict:
     "name -> shape of an open_clip architecture's state dict (built on the meta device: no memory, no init cost)."
-    import open_clip
-
-    register_model_configs()
     with torch.device("meta"):
-        m = open_clip.create_model(arch, device="meta")
+        m = create_model(arch, device="meta")
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def check_state_dict(
     sd: dict,  # CLIP state dict (after `to_open_clip`)
     arch: str,  # open_clip architecture it should fit
@@ -588,7 +590,7 @@ def check_state_dict(
         msg.append(f"It looks like {guess}: pass arch={guess!r}." if guess else "Pass the right arch=.")
         raise CheckpointFormatError(" ".join(msg))
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 KNOWN_ARCHS = ["ViT-B-32-quickgelu", "RN50-quickgelu", "senclip-tiny-vit", "senclip-tiny-rn", "ViT-B-16-quickgelu",
                "ViT-L-14-quickgelu", "RN101-quickgelu", "RN50x4-quickgelu"]
 
@@ -603,6 +605,18 @@ def infer_arch(sd: dict, strict: bool = True) -> str | None:
         raise CheckpointFormatError(f"Cannot tell the architecture of this state dict ({len(sd)} tensors, e.g. "
                                     f"{list(sd)[:4]}); none of {KNOWN_ARCHS} fits. Pass arch=...")
     return None
+
+# %% ../nbs/02b_checkpoints.ipynb
+def make_preprocess(image_size: int = 224, mean: tuple = SENCLIP_MEAN, std: tuple = SENCLIP_STD):
+    "PIL image -> normalised tensor: RGB, resize to image_size x image_size (bicubic, no crop), normalise."
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.Lambda(lambda im: im.convert("RGB")),
+        T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BICUBIC),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])
 
 # %% ../nbs/02b_checkpoints.ipynb
 class ZeroShotModel(nn.Module):
@@ -639,20 +653,8 @@ class ZeroShotModel(nn.Module):
         label = " — random weights, not a result" if self.random_weights else ""
         return f"name={self.name!r}, arch={self.arch!r}, image_size={self.image_size}{label}"
 
-
-def make_preprocess(image_size: int = 224, mean: tuple = SENCLIP_MEAN, std: tuple = SENCLIP_STD):
-    "PIL image -> normalised tensor: RGB, resize to image_size x image_size (bicubic, no crop), normalise."
-    from torchvision import transforms as T
-
-    return T.Compose([
-        T.Lambda(lambda im: im.convert("RGB")),
-        T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BICUBIC),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
-
 # %% ../nbs/02b_checkpoints.ipynb
-def load_clip(
+def _load_clip(
     arch: str | None,  # open_clip architecture; None = from the checkpoint's metadata or its shapes
     path: str | Path,  # checkpoint file
     source: str = "",  # for messages
@@ -664,18 +666,23 @@ def load_clip(
     sd, dropped = to_open_clip(sd, source or str(path))
     if dropped:
         log.info("%s: ignored %d non-CLIP tensors, e.g. %s", path, len(dropped), dropped[:5])
+    arch = _choose_arch(arch, sd, meta, hint, source or str(path))
+    check_state_dict(sd, arch, source or str(path))
+    return _build_model(arch, sd), arch, meta
+
+# %% ../nbs/02b_checkpoints.ipynb
+def _choose_arch(arch: str | None, sd: dict, meta: dict, hint: str | None, source: str) -> str:
+    "The architecture for `sd`: the one asked for, else recorded in the file, else the hint if it fits, else inferred."
     arch = resolve_arch(arch)
     if arch in _PLAIN_GELU and meta.get("arch") != arch:
-        _warn_plain_gelu(arch, source or str(path))
+        _warn_plain_gelu(arch, source)
     if not arch and meta.get("arch"):
         arch = meta["arch"]
     if not arch and hint and arch_shapes(hint) == {k: tuple(v.shape) for k, v in sd.items()}:
         arch = hint
-    arch = arch or infer_arch(sd)
-    check_state_dict(sd, arch, source or str(path))
-    return build_model(arch, sd), arch, meta
+    return arch or infer_arch(sd)
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def _warn_plain_gelu(arch: str, source: str):
     "Warn that open_clip's plain-GELU `arch` is about to run OpenAI-format weights, and what that changes."
     clip_name = next(k for k, v in CLIP_ARCHS.items() if v == f"{arch}-quickgelu")
@@ -686,18 +693,15 @@ def _warn_plain_gelu(arch: str, source: str):
         f"predictions will shift. Pass arch={arch + '-quickgelu'!r} (or the clip name {clip_name!r}) unless these "
         "weights were trained with plain GELU.", ArchitectureWarning, stacklevel=3)
 
-
-def build_model(
+# %% ../nbs/02b_checkpoints.ipynb
+def _build_model(
     arch: str,  # open_clip architecture
     sd: dict,  # its complete fp32 state dict
 ) -> nn.Module:
     "The open_clip model of `arch` holding exactly the tensors of `sd` (built on the meta device: no random init)."
-    import open_clip
-
-    register_model_configs()
     try:
         with torch.device("meta"):
-            model = open_clip.create_model(arch, device="meta")
+            model = create_model(arch, device="meta")
         model.load_state_dict(sd, strict=True, assign=True)
         for mod in model.modules():  # the only non-persistent buffer of open_clip's CLIP: the causal text mask
             m = mod._buffers.get("attn_mask")
@@ -711,7 +715,7 @@ def build_model(
         model.load_state_dict(sd, strict=True)
     return model.float().eval()
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def _local_weights(folder: Path) -> tuple[Path, dict]:
     "(weights file, config) of a folder: our export, a PyTorchModelHubMixin or open_clip folder, or one checkpoint."
     config = {}
@@ -727,7 +731,7 @@ def _local_weights(folder: Path) -> tuple[Path, dict]:
     raise FileNotFoundError(f"{folder}: expected model.safetensors (or one checkpoint file), found "
                             f"{sorted(p.name for p in folder.iterdir())[:20]}")
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def _config_arch(config: dict) -> str | None:
     "An open_clip architecture named in a config.json, if any."
     for k in ("arch", "architecture", "model_name", "model_arch", "clip_model", "backbone"):
@@ -737,7 +741,66 @@ def _config_arch(config: dict) -> str | None:
             return v if v in KNOWN_ARCHS or v.endswith("quickgelu") or v.startswith("senclip") else v + "-quickgelu"
     return None
 
+# %% ../nbs/02b_checkpoints.ipynb
+def _from_registry(ckpt: Checkpoint, arch: str | None, seed: int | None, trust_torchscript: bool) -> tuple:
+    "A registered checkpoint: downloaded (or found in the cache) and loaded, or built with random weights."
+    if ckpt.source == "random":
+        return _random_model(ckpt.arch, seed), ckpt.arch, {}, True
+    model, arch, meta = _load_clip(arch or ckpt.arch, fetch_checkpoint(ckpt), ckpt.name,
+                                   trust_torchscript=trust_torchscript)
+    return model, arch, meta, False
 
+# %% ../nbs/02b_checkpoints.ipynb
+def _from_path(path: Path, arch: str | None, trust_torchscript: bool) -> tuple:
+    "A local file or folder; a config beside the weights may name the architecture and normalisation."
+    if path.is_dir():
+        path, config = _local_weights(path)
+    else:
+        sidecar = path.with_suffix(".json")
+        config = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    model, arch, meta = _load_clip(arch or config.get("arch"), path, hint=_config_arch(config),
+                                   trust_torchscript=trust_torchscript)
+    meta = {**config, **meta}
+    return model, arch, meta, meta.get("random_weights") in (True, "true")  # exported from a random-weights model
+
+# %% ../nbs/02b_checkpoints.ipynb
+def _from_arch(key: str, seed: int | None) -> tuple:
+    "An open_clip (or clip package) architecture name: that architecture with random weights."
+    import open_clip
+
+    register_model_configs()
+    if key in CLIP_ARCHS or key in open_clip.list_models():
+        arch = resolve_arch(key)
+        return _random_model(arch, seed), arch, {}, True
+    raise FileNotFoundError(f"{key!r} is neither a registered checkpoint ({', '.join(list_checkpoints())}), "
+                            "a local file or folder, nor an open_clip architecture")
+
+# %% ../nbs/02b_checkpoints.ipynb
+def _random_model(arch: str, seed: int | None = 0) -> nn.Module:
+    "An architecture with random weights drawn from `seed` (the global RNG untouched; None: from the global RNG): untrained baselines are the same model in every process, so demo tables and figures repeat."
+    if seed is None:
+        return create_model(arch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(arch)
+
+# %% ../nbs/02b_checkpoints.ipynb
+def _normalisation(norm: str | None, ckpt: Checkpoint | None, meta: dict, key: str) -> tuple[tuple, tuple]:
+    "(mean, std) of the model: `norm` if given, else the registry entry's, else the file's, else SenCLIP's."
+    if norm is not None:
+        return (SENCLIP_MEAN, SENCLIP_STD) if norm == "senclip" else (CLIP_MEAN, CLIP_STD)
+    if ckpt is not None:
+        return ckpt.mean, ckpt.std
+    if "mean" in meta:
+        return _tuple(meta["mean"]), _tuple(meta["std"])
+    log.warning("%s carries no normalisation; using SenCLIP's mean/std (pass norm='clip' for CLIP-family models)", key)
+    return SENCLIP_MEAN, SENCLIP_STD
+
+# %% ../nbs/02b_checkpoints.ipynb
+def _tuple(v) -> tuple:
+    return tuple(json.loads(v)) if isinstance(v, str) else tuple(v)
+
+# %% ../nbs/02b_checkpoints.ipynb
 def load(
     name_or_path: str | Path,  # registry name, local file/folder, or open_clip architecture (random weights)
     device: str | torch.device = "cpu",
@@ -747,61 +810,53 @@ def load(
     seed: int | None = 0,  # random-weights names: the seed of their weights (None: the global RNG)
 ) -> ZeroShotModel:
     "A checkpoint by name or path as a ZeroShotModel (fp32, eval mode, on `device`)."
-    import open_clip
-
     key = str(name_or_path)
     ckpt = CHECKPOINTS.get(key.lower())
-    random_weights = False
-    if ckpt is not None and ckpt.source == "random":
-        model, arch, meta, random_weights = _random_model(ckpt.arch, seed), ckpt.arch, {}, True
-    elif ckpt is not None:
-        path = fetch_checkpoint(ckpt)
-        model, arch, meta = load_clip(arch or ckpt.arch, path, ckpt.name, trust_torchscript=trust_torchscript)
+    if ckpt is not None:
+        model, arch, meta, random_weights = _from_registry(ckpt, arch, seed, trust_torchscript)
     elif Path(key).expanduser().exists():
-        path, config = Path(key).expanduser(), {}
-        if path.is_dir():
-            path, config = _local_weights(path)
-        else:
-            sidecar = path.with_suffix(".json")
-            config = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-        model, arch, meta = load_clip(arch or config.get("arch"), path, hint=_config_arch(config),
-                                      trust_torchscript=trust_torchscript)
-        meta = {**config, **meta}
-        random_weights = meta.get("random_weights") in (True, "true")  # exported from a random-weights model
+        model, arch, meta, random_weights = _from_path(Path(key).expanduser(), arch, trust_torchscript)
     else:
-        register_model_configs()
-        if key in CLIP_ARCHS or key in open_clip.list_models():
-            arch = resolve_arch(key)
-            model, meta, random_weights = _random_model(arch, seed), {}, True
-        else:
-            raise FileNotFoundError(f"{key!r} is neither a registered checkpoint ({', '.join(list_checkpoints())}), "
-                                    "a local file or folder, nor an open_clip architecture")
-    if norm is not None:
-        mean, std = (SENCLIP_MEAN, SENCLIP_STD) if norm == "senclip" else (CLIP_MEAN, CLIP_STD)
-    elif ckpt is not None:
-        mean, std = ckpt.mean, ckpt.std
-    elif "mean" in meta:
-        mean, std = _tuple(meta["mean"]), _tuple(meta["std"])
-    else:
-        mean, std = SENCLIP_MEAN, SENCLIP_STD
-        log.warning("%s carries no normalisation; using SenCLIP's mean/std (pass norm='clip' for CLIP-family models)", key)
+        model, arch, meta, random_weights = _from_arch(key, seed)
+    mean, std = _normalisation(norm, ckpt, meta, key)
     name = ckpt.name if ckpt else meta.get("name") or key
     if random_weights:
         log.warning("%s: random weights — not a result", name)
     return ZeroShotModel(model.float(), arch, name, mean, std, source=key, random_weights=random_weights).to(device)
 
+# %% ../nbs/02b_checkpoints.ipynb
+def _registered_backbone(
+    arch: str,  # the architecture the preset asks for
+    pretrained: str,  # registry name, or 'openai'
+) -> Checkpoint | None:
+    "The registry entry `pretrained` names for `arch` ('openai': our CLIP entry of that architecture), checked against `arch`."
+    twin = _quickgelu_twin(arch)
+    ckpt = CHECKPOINTS.get(pretrained.lower())
+    if ckpt is None and pretrained == "openai":
+        ckpt = next((c for c in CHECKPOINTS.values() if c.family == "clip" and c.arch == twin), None)
+    if ckpt is not None and ckpt.arch != arch:
+        if ckpt.arch != twin:
+            raise ValueError(f"pretrained={pretrained!r} is a {ckpt.arch} checkpoint but arch={arch!r}; "
+                             f"set arch={ckpt.arch}")
+        log.warning("%s uses QuickGELU: building %s instead of %s", pretrained, ckpt.arch, arch)
+    return ckpt
 
-def _random_model(arch: str, seed: int | None = 0) -> nn.Module:
-    "An architecture with random weights drawn from `seed` (the global RNG untouched; None: from the global RNG): untrained baselines are the same model in every process, so demo tables and figures repeat."
-    if seed is None:
-        return create_model(arch)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return create_model(arch)
-
-
-def _tuple(v) -> tuple:
-    return tuple(json.loads(v)) if isinstance(v, str) else tuple(v)
+# %% ../nbs/02b_checkpoints.ipynb
+def _load_backbone(
+    arch: str,  # open_clip architecture
+    pretrained: str = "",  # '' = random init; registry name, local file, or open_clip tag ('openai' -> clip-*)
+) -> tuple[nn.Module, str]:
+    "(fp32 open_clip model of `arch` with `pretrained` weights, the architecture actually used)."
+    if not pretrained:
+        return create_model(arch), arch
+    ckpt = _registered_backbone(arch, pretrained)
+    if ckpt is not None:
+        model, arch, _ = _load_clip(ckpt.arch, fetch_checkpoint(ckpt), ckpt.name)
+        return model, arch
+    if Path(pretrained).expanduser().exists():
+        model, arch, _ = _load_clip(arch, Path(pretrained).expanduser())
+        return model, arch
+    return create_model(arch, pretrained, cache_dir=str(cache_dir("open_clip"))), arch
 
 # %% ../nbs/02b_checkpoints.ipynb
 def _clip_of(model: nn.Module) -> tuple[nn.Module, dict]:
@@ -815,7 +870,7 @@ def _clip_of(model: nn.Module) -> tuple[nn.Module, dict]:
                                  random_weights=model.random_weights)
     return model, dict(getattr(model, "senclip_info", {}))
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def _export_state_dict(clip: nn.Module, arch: str | None) -> tuple[dict, str]:
     "fp32, contiguous, unshared CPU copies of the CLIP weights, and the architecture."
     sd = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
@@ -824,7 +879,7 @@ def _export_state_dict(clip: nn.Module, arch: str | None) -> tuple[dict, str]:
     check_state_dict(sd, arch, "export")
     return sd, arch
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def export_openai(
     model: nn.Module,  # SenCLIP module, ZeroShotModel or open_clip CLIP model
     path: str | Path,  # output file, e.g. SenCLIP_AvgPool_ViTB32.ckpt
@@ -837,7 +892,7 @@ def export_openai(
         raise ValueError(f"{arch} has a custom text tower: it has no OpenAI clip layout; use export_safetensors")
     return atomic_torch_save(sd, path)
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def export_safetensors(
     model: nn.Module,  # SenCLIP module, ZeroShotModel or open_clip CLIP model
     path: str | Path,  # a folder (gets model.safetensors + config.json) or a .safetensors file (+ .json beside it)
@@ -852,20 +907,24 @@ def export_safetensors(
     path = Path(path)
     weights, config_path = ((path, path.with_suffix(".json")) if path.suffix == ".safetensors"
                             else (path / "model.safetensors", path / "config.json"))
-    config = dict(format="senclip-open_clip", arch=arch, name=info.get("name") or weights.stem,
+    config = _export_config(clip, info, arch, weights.stem, extra)
+    with atomic_path(weights) as tmp:
+        save_file(sd, str(tmp), metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in config.items()})
+    atomic_write_json(config_path, config)
+    return weights
+
+# %% ../nbs/02b_checkpoints.ipynb
+def _export_config(clip: nn.Module, info: dict, arch: str, stem: str, extra: dict) -> dict:
+    "The config.json (and safetensors header) of an export: architecture, normalisation, provenance."
+    config = dict(format="senclip-open_clip", arch=arch, name=info.get("name") or stem,
                   mean=list(info.get("mean", SENCLIP_MEAN)), std=list(info.get("std", SENCLIP_STD)),
                   image_size=_image_size(clip), embed_dim=int(getattr(clip.visual, "output_dim", 0) or 0),
                   pretrained=info.get("pretrained", info.get("source", "")), **extra)
     if info.get("random_weights"):  # an untrained model stays labelled as one after a round trip
         config["random_weights"] = True
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_name(f".{weights.name}.tmp")
-    save_file(sd, str(tmp), metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in config.items()})
-    os.replace(tmp, weights)
-    atomic_write_json(config_path, config)
-    return weights
+    return config
 
-
+# %% ../nbs/02b_checkpoints.ipynb
 def _image_size(clip: nn.Module) -> int:
     s = getattr(clip.visual, "image_size", 224)
     return int(s[0] if isinstance(s, (tuple, list)) else s)

@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import SENCLIP_MEAN, SENCLIP_STD, Preset, create_model, get_preset
-from .checkpoints import (CHECKPOINTS, ZeroShotModel, export_openai, export_safetensors, fetch_checkpoint,
-                                 load, load_clip)
+from .core import SENCLIP_MEAN, SENCLIP_STD, Preset, get_preset
+from .checkpoints import _load_backbone
+# re-exported so that `from senclip.model import load` (older code) keeps working; new code: `senclip.load`
+from .checkpoints import CHECKPOINTS, ZeroShotModel, export_openai, export_safetensors, load
 
 # %% auto 0
 __all__ = ['POOLINGS', 'NEGATIVES', 'TRAINABLE', 'ProjectionHead', 'check_mask', 'GroundPool', 'concat_all_gather',
-           'gather_with_grad', 'SenCLIP', 'build_senclip', 'load_backbone', 'linear_patch_embed']
+           'gather_with_grad', 'SenCLIP', 'build_senclip', 'linear_patch_embed']
 
 # %% ../nbs/02a_model.ipynb
 class ProjectionHead(nn.Module):
@@ -54,7 +55,7 @@ def check_mask(mask: torch.Tensor):
         raise ValueError(f"Ground views: rows {bad[:10]} of the batch have no photo at all (mask all False); "
                          "drop such points from the pair manifest")
 
-
+# %% ../nbs/02a_model.ipynb
 class GroundPool(nn.Module):
     "Pool the (B, 4, D) ground-view embeddings into (B, D), leaving out masked (missing) views."
 
@@ -129,7 +130,7 @@ class _GatherWithGrad(torch.autograd.Function):
         dist.all_reduce(grad)  # every rank's loss terms that involve this rank's rows
         return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
-
+# %% ../nbs/02a_model.ipynb
 def gather_with_grad(
     x: torch.Tensor,  # (b, ...) this rank's rows; the same shape on every rank
 ) -> tuple[torch.Tensor, int]:
@@ -144,7 +145,7 @@ def gather_with_grad(
 NEGATIVES = ("queue", "batch", "queue+batch")
 TRAINABLE = ("whole_tower", "last_block", "all")
 
-
+# %% ../nbs/02a_model.ipynb
 class SenCLIP(nn.Module):
     "CLIP with a trainable satellite image tower, projection head, ground pooling and a negatives queue."
 
@@ -330,7 +331,7 @@ class SenCLIP(nn.Module):
         "The open_clip model with the trained image tower and the untouched text tower (head dropped; shares weights)."
         return self.clip
 
-
+# %% ../nbs/02a_model.ipynb
 def _embed_dim(clip: nn.Module) -> int:
     "Output dimension of the image tower."
     d = getattr(clip.visual, "output_dim", None)
@@ -340,7 +341,7 @@ def _embed_dim(clip: nn.Module) -> int:
         raise ValueError(f"Cannot tell the embedding dimension of {type(clip.visual).__name__}")
     return int(d)
 
-
+# %% ../nbs/02a_model.ipynb
 def _last_block_modules(visual: nn.Module) -> list:
     "The paper's ViT policy: last transformer block + final LayerNorm + projection (RN: last bottleneck + attnpool)."
     if hasattr(visual, "transformer") and hasattr(visual.transformer, "resblocks"):  # open_clip VisionTransformer
@@ -363,7 +364,7 @@ def build_senclip(
     "The SenCLIP training module for `preset`: backbone, weights, head, pooling, queue, loss and trainable policy."
     if isinstance(preset, str):
         preset = get_preset(preset)
-    clip, arch = load_backbone(preset.arch, preset.pretrained)
+    clip, arch = _load_backbone(preset.arch, preset.pretrained)
     model = SenCLIP(
         clip, pooling=preset.pooling, head=preset.head, negatives=preset.negatives, queue_size=preset.queue_size,
         queue_init=preset.queue_init, symmetric=preset.symmetric, temperature=preset.temperature,
@@ -372,36 +373,6 @@ def build_senclip(
     )
     model.apply_trainable_policy(preset.trainable)
     return model.to(device)
-
-
-def load_backbone(
-    arch: str,  # open_clip architecture name
-    pretrained: str = "",  # '' = random init; registry name, local file, or open_clip tag ('openai' -> clip-*)
-) -> tuple[nn.Module, str]:
-    "(fp32 open_clip model of `arch` with `pretrained` weights, the architecture actually used)."
-    import logging
-    from pathlib import Path
-
-    if not pretrained:
-        return create_model(arch), arch
-    ckpt = CHECKPOINTS.get(pretrained.lower())
-    if ckpt is None and pretrained == "openai":  # OpenAI CLIP: our registry entry of that architecture
-        ckpt = next((c for c in CHECKPOINTS.values() if c.family == "clip" and c.arch in (arch, arch + "-quickgelu")),
-                    None)
-    if ckpt is not None:
-        if ckpt.arch != arch:
-            if ckpt.arch != arch + "-quickgelu":
-                raise ValueError(f"pretrained={pretrained!r} is a {ckpt.arch} checkpoint but arch={arch!r}; "
-                                 f"set arch={ckpt.arch}")
-            logging.getLogger(__name__).warning("%s uses QuickGELU: building %s instead of %s", pretrained, ckpt.arch, arch)
-        model, arch, _ = load_clip(ckpt.arch, fetch_checkpoint(ckpt), ckpt.name)
-        return model, arch
-    if Path(pretrained).expanduser().exists():
-        model, arch, _ = load_clip(arch, Path(pretrained).expanduser())
-        return model, arch
-    from senclip.core import cache_dir
-
-    return create_model(arch, pretrained, cache_dir=str(cache_dir("open_clip"))), arch
 
 # %% ../nbs/02a_model.ipynb
 class _LinearPatchConv(nn.Conv2d):
@@ -416,7 +387,7 @@ class _LinearPatchConv(nn.Conv2d):
         y = F.linear(patches, self.weight.reshape(self.out_channels, -1), self.bias)  # (B, gh*gw, out)
         return y.transpose(1, 2).reshape(B, self.out_channels, gh, gw)
 
-
+# %% ../nbs/02a_model.ipynb
 def linear_patch_embed(visual: nn.Module) -> bool:
     "Swap a ViT tower's patch convolution for `_LinearPatchConv` in place; False (nothing done) for other towers."
     conv = getattr(visual, "conv1", None)
