@@ -25,8 +25,8 @@ from .stac import StacSource, patches_from_stac
 
 # %% auto 0
 __all__ = ['MANIFEST_COLUMNS', 'PAIRS_DEFAULTS', 'build_manifest', 'write_manifest', 'read_manifest', 'spatial_blocks',
-           'spatial_split', 'expected_dim', 'PairDataset', 'load_config', 'make_pairs', 'build_sample_pairs',
-           'senclip_pairs', 'plot_pair', 'plot_points']
+           'spatial_split', 'load_config', 'make_pairs', 'build_sample_pairs', 'senclip_pairs', 'expected_dim',
+           'PairDataset', 'plot_pair', 'plot_points']
 
 # %% ../nbs/01e_pairs.ipynb
 MANIFEST_COLUMNS = ["id", "nuts0", "lat", "lon", "date", "lc1", "lu1", "coord_source", "patch", "scene",
@@ -62,7 +62,7 @@ def build_manifest(
     m["split"] = ""
     return m[[c for c in MANIFEST_COLUMNS]]
 
-
+# %% ../nbs/01e_pairs.ipynb
 def _rel(path: str, root: Path) -> str:
     if not path:
         return ""
@@ -71,7 +71,13 @@ def _rel(path: str, root: Path) -> str:
     except ValueError:
         return str(Path(path).resolve())
 
+# %% ../nbs/01e_pairs.ipynb
+def _check_rows(df: pd.DataFrame, n: int, path: Path):
+    "The `check=` of `write_manifest`: every row written reads back."
+    if len(df) != n:
+        raise OSError(f"{path}: {len(df)} rows read back, {n} written")
 
+# %% ../nbs/01e_pairs.ipynb
 def write_manifest(m: pd.DataFrame, path: str | Path) -> Path:
     "Write the manifest as Parquet atomically, paths relative to its folder where possible."
     path = Path(path)
@@ -83,12 +89,7 @@ def write_manifest(m: pd.DataFrame, path: str | Path) -> Path:
         out.to_parquet(tmp, index=False)
     return path
 
-
-def _check_rows(df: pd.DataFrame, n: int, path: Path):
-    if len(df) != n:
-        raise OSError(f"{path}: {len(df)} rows read back, {n} written")
-
-
+# %% ../nbs/01e_pairs.ipynb
 def read_manifest(path: str | Path, absolute: bool = True) -> pd.DataFrame:
     "Read a manifest; with `absolute`, relative paths are resolved against the manifest's folder."
     path = Path(path)
@@ -110,7 +111,7 @@ def spatial_blocks(lat, lon, block_m: float = 10_000.0) -> np.ndarray:
     bx, by = np.floor(np.asarray(x) / block_m).astype(int), np.floor(np.asarray(y) / block_m).astype(int)
     return np.array([f"{a}_{b}" for a, b in zip(bx, by)])
 
-
+# %% ../nbs/01e_pairs.ipynb
 def spatial_split(
     m: pd.DataFrame,  # manifest (or any table with lat, lon, status)
     block_m: float = 10_000.0,  # block size in metres
@@ -127,10 +128,178 @@ def spatial_split(
     return m
 
 # %% ../nbs/01e_pairs.ipynb
+PAIRS_DEFAULTS = dict(
+    points=None, columns=None, date_format="%d/%m/%y", nuts0="", photos=None, geotagged=None, download=False,
+    photo_url=LUCAS_PHOTO_URL, download_workers=4, scenes=None, stac=None, collection="sentinel-2-l2a",
+    scene_cloud=20.0, widen_months=2, size=100, bands="B04,B03,B02", max_cloud=0.1, max_nodata=0.0,
+    model="ViT-B-32-quickgelu", pretrained="openai", embeddings=None, batch_size=64, shard_size=1024, photo_size=512,
+    dtype="float16", device="auto", embed_workers=0, block_m=10_000.0, val_fraction=0.1, seed=0, out="runs/pairs", progress=True,
+)
+
+# %% ../nbs/01e_pairs.ipynb
+def load_config(path: str | Path) -> dict:
+    "Options from a YAML or JSON file (keys as in PAIRS_DEFAULTS); unknown keys are an error."
+    import yaml
+
+    path = Path(path)
+    cfg = json.loads(path.read_text()) if path.suffix.lower() == ".json" else yaml.safe_load(path.read_text())
+    cfg = cfg or {}
+    bad = sorted(set(cfg) - set(PAIRS_DEFAULTS))
+    if bad:
+        raise KeyError(f"{path}: unknown option(s) {bad}; known: {sorted(PAIRS_DEFAULTS)}")
+    base = path.parent
+    for k in ("points", "photos", "geotagged", "embeddings", "out"):  # relative paths are relative to the config
+        if cfg.get(k) and not str(cfg[k]).startswith(("http://", "https://")) and not os.path.isabs(str(cfg[k])):
+            cfg[k] = str(base / cfg[k])
+    if cfg.get("scenes"):
+        sc = cfg["scenes"] if isinstance(cfg["scenes"], list) else str(cfg["scenes"]).split(",")
+        cfg["scenes"] = [s if os.path.isabs(s) else str(base / s) for s in sc]
+    if cfg.get("stac") and not str(cfg["stac"]).startswith(("http://", "https://")) and not os.path.isabs(cfg["stac"]):
+        cfg["stac"] = str(base / cfg["stac"])
+    return cfg
+
+# %% ../nbs/01e_pairs.ipynb
+def _points_and_photos(c: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Step 1: the points (a table, or geotagged photos) and their photo columns, downloading LUCAS photos when asked."
+    if c["geotagged"]:
+        return points_from_geotagged(c["geotagged"])
+    if not c["points"]:
+        raise ValueError("give --points (a LUCAS/points table) or --geotagged (a folder of EXIF-GPS photos)")
+    cols = json.loads(c["columns"]) if isinstance(c["columns"], str) else c["columns"]
+    pts = read_points(c["points"], cols, c["date_format"], c["nuts0"])
+    if c["download"]:
+        if not c["photos"]:
+            raise ValueError("--download needs --photos, the folder the photos go to")
+        got = download_photos(pts, c["photos"], base_url=c["photo_url"], workers=c["download_workers"],
+                              progress=c["progress"])
+        print("photo downloads:", got.status.value_counts().to_dict())
+    photos = find_photos(pts, c["photos"]) if c["photos"] else pd.DataFrame(
+        {f"photo_{v}": [""] * len(pts) for v in DIRECTIONS})
+    return pts, photos
+
+# %% ../nbs/01e_pairs.ipynb
+def _cut_pair_patches(c: dict, ok: pd.DataFrame, out: Path) -> pd.DataFrame:
+    "Step 2: a patch for each ok point into out/patches, from local scenes (--scenes) or STAC-selected scenes (--stac)."
+    bands = c["bands"] if isinstance(c["bands"], (list, tuple)) else (
+        "all" if c["bands"] == "all" else [b.strip() for b in str(c["bands"]).split(",") if b.strip()])
+    kw = dict(size=int(c["size"]), bands=bands, max_nodata=float(c["max_nodata"]))
+    if c["scenes"]:
+        scenes = c["scenes"] if isinstance(c["scenes"], (list, tuple)) else str(c["scenes"]).split(",")
+        return patches_from_scenes(scenes, ok, out / "patches", progress=c["progress"], max_cloud=float(c["max_cloud"]), **kw)
+    if c["stac"]:
+        return patches_from_stac(ok, out / "patches", StacSource(c["stac"], c["collection"], max_cloud=float(c["scene_cloud"])),
+                                 max_cloud=float(c["scene_cloud"]), widen_months=int(c["widen_months"]),
+                                 progress=c["progress"], window_max_cloud=float(c["max_cloud"]), **kw)
+    raise ValueError("give --scenes (local Sentinel-2 files/folders) or --stac (a STAC API or catalog.json)")
+
+# %% ../nbs/01e_pairs.ipynb
+def _ground_store(c: dict, good: pd.DataFrame, store_path: Path):
+    "Step 4: the EmbeddingStore of the ok points: the authors' released embeddings converted, or the photos embedded."
+    from senclip.embeddings import embed_photos, read_lucas_embeddings  # torch: only when it is needed
+
+    if c["embeddings"]:
+        from senclip.embeddings import LUCAS_EMB_FILES
+
+        known = Path(c["embeddings"]).name in LUCAS_EMB_FILES  # else: made by --model
+        store = read_lucas_embeddings(c["embeddings"], arch=None if known else c["model"],
+                                      pretrained=None if known else (c["pretrained"] or ""),
+                                      ids=good["id"].astype(str).tolist())
+        store.save(store_path)
+        return store
+    return embed_photos(good[["id", *[f"photo_{v}" for v in DIRECTIONS]]], store_path, c["model"],
+                        c["pretrained"] if c["pretrained"] is not None else None, int(c["batch_size"]),
+                        int(c["shard_size"]), int(c["photo_size"]), c["dtype"], c["device"],
+                        int(c["embed_workers"]), progress=c["progress"])
+
+# %% ../nbs/01e_pairs.ipynb
+def make_pairs(cfg: dict | None = None, **overrides) -> dict:
+    "Run the pairing pipeline (see PAIRS_DEFAULTS for the options); returns paths and counts per status."
+    c = dict(PAIRS_DEFAULTS)
+    c.update(cfg or {})
+    c.update({k: v for k, v in overrides.items() if v is not None})
+    out = Path(c["out"])
+    ensure_writable(out / "patches")  # a read-only or missing --out fails now, not after the patches and photos
+    t0 = time.time()
+    pts, photos = _points_and_photos(c)  # 1. points and photos
+    patches = _cut_pair_patches(c, pts[pts.status == "ok"], out)  # 2. patches
+    m = build_manifest(pts, patches, photos)  # 3. manifest and split
+    m = spatial_split(m, float(c["block_m"]), float(c["val_fraction"]), int(c["seed"]))
+    manifest = write_manifest(m, out / "manifest.parquet")
+    store_path = out / "ground.safetensors"
+    store = _ground_store(c, m[m.status == "ok"], store_path)  # 4. ground embeddings
+    counts = m.status.value_counts().to_dict()
+    summary = dict(counts=counts, splits=m[m.status == "ok"].split.value_counts().to_dict(), points=len(m),
+                   pairs=int(counts.get("ok", 0)), photos=int(store.mask.sum()), model=store.model_name, dim=store.dim,
+                   seconds=round(time.time() - t0, 1), **run_metadata(**{k: v for k, v in c.items()}))
+    atomic_write_json(out / "summary.json", summary)
+    return dict(manifest=manifest, patches=out / "patches", store=store_path, summary=out / "summary.json",
+                counts=counts)
+
+# %% ../nbs/01e_pairs.ipynb
+def build_sample_pairs(
+    out_dir: str | Path,  # where manifest.parquet, patches/ and ground.safetensors go
+    model: str = "senclip-tiny-vit",  # frozen tower for the ground photos
+    pretrained: str | None = "",  # '' = random init (the demo's tiny model); None = resolve through senclip.model
+    progress: bool = False,
+) -> dict:
+    "Pairs from data/sample/pairs and the bundled scene (seconds on a CPU); returns paths and counts."
+    return make_pairs(points=str(sample_dir("pairs", "lucas_2018_sample.csv")), photos=str(sample_dir("pairs", "photos")),
+                      scenes=[str(sample_dir("sentinel2", "s2_l1c_virginia_crop.tif"))], model=model,
+                      pretrained=pretrained, photo_size=0, block_m=2000.0, val_fraction=0.2, out=str(out_dir),
+                      progress=progress)
+
+# %% ../nbs/01e_pairs.ipynb
+@call_parse
+@cli_errors
+def senclip_pairs(
+    config: str = None,  # YAML or JSON file with any of the options below
+    points: str = None,  # LUCAS 2018 CSV or any table of points (see --columns)
+    columns: str = None,  # JSON mapping of our names (id, lat, lon, date, nuts0, gps_lat, ...) to your columns
+    date_format: str = None,  # strptime format of the date column (LUCAS: %d/%m/%y)
+    nuts0: str = None,  # country code for tables without NUTS0
+    photos: str = None,  # LUCAS-layout photo folder ({NUTS0}/{id[:3]}/{id[3:6]}/{id}{V}.jpg)
+    geotagged: str = None,  # flat folder of EXIF-GPS photos, instead of --points/--photos
+    download: bool = False,  # download missing LUCAS photos into --photos
+    photo_url: str = None,  # photo server root (default: the LUCAS 2018 server)
+    scenes: str = None,  # comma-separated local Sentinel-2 scenes (files or per-band folders)
+    stac: str = None,  # STAC API root or static catalog.json (instead of --scenes)
+    collection: str = None,  # STAC collection (sentinel-2-l2a)
+    scene_cloud: float = None,  # largest scene cloud cover for STAC selection, percent (20)
+    widen_months: int = None,  # widen the survey month by up to this many months (2)
+    size: int = None,  # patch size in pixels (100)
+    bands: str = None,  # comma-separated bands, or 'all' for the 10 m and 20 m bands (B04,B03,B02)
+    max_cloud: float = None,  # largest cloudy fraction of a patch window (0.1)
+    max_nodata: float = None,  # largest no-data fraction of a patch window (0)
+    model: str = None,  # frozen CLIP image tower for the photos (ViT-B-32-quickgelu)
+    pretrained: str = None,  # its open_clip pretrained tag (openai)
+    embeddings: str = None,  # the authors' lucas_clipemb_*.pt instead of embedding photos
+    batch_size: int = None,  # photos per forward pass (64)
+    photo_size: int = None,  # Lanczos downsampling of photos before the model's transform (512; 0 = keep)
+    device: str = None,  # auto | cpu | cuda
+    embed_workers: int = None,  # DataLoader workers decoding photos (0)
+    block_m: float = None,  # block size of the spatial split, metres (10000)
+    val_fraction: float = None,  # share of blocks for validation (0.1)
+    seed: int = None,
+    out: str = None,  # output folder (runs/pairs)
+    debug: bool = False,  # show the traceback on errors
+):
+    "Build Sen2LUCAS-style pairs: manifest, Sentinel-2 patches and the frozen ground-embedding store."
+    cfg = load_config(config) if config else {}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "cfg", "debug") and v is not None}
+    if not download:
+        flags.pop("download", None)  # not given: the config file decides
+    if "scenes" in flags:
+        flags["scenes"] = [s for s in flags["scenes"].split(",") if s]
+    res = make_pairs(cfg, **flags)
+    print(f"manifest: {res['manifest']}\nstore:    {res['store']}\ncounts per status:")
+    for k, v in sorted(res["counts"].items(), key=lambda kv: (kv[0] != "ok", kv[0])):
+        print(f"  {k:<18}{v}")
+
+# %% ../nbs/01e_pairs.ipynb
 def _arch_family(arch: str) -> str:
     return arch.lower().replace("-quickgelu", "").replace("/", "-").replace("_", "-")
 
-
+# %% ../nbs/01e_pairs.ipynb
 def expected_dim(arch: str) -> int | None:
     "Embedding size of an open_clip architecture (None if unknown)."
     import open_clip
@@ -141,7 +310,7 @@ def expected_dim(arch: str) -> int | None:
     cfg = open_clip.get_model_config(arch)
     return int(cfg["embed_dim"]) if cfg else None
 
-
+# %% ../nbs/01e_pairs.ipynb
 class PairDataset:
     "Sentinel-2 patches with their frozen ground embeddings: dict(image uint8 (3,P,P), ground (4,D), mask (4,), meta)."
 
@@ -225,166 +394,6 @@ class PairDataset:
         return ax
 
 # %% ../nbs/01e_pairs.ipynb
-PAIRS_DEFAULTS = dict(
-    points=None, columns=None, date_format="%d/%m/%y", nuts0="", photos=None, geotagged=None, download=False,
-    photo_url=LUCAS_PHOTO_URL, download_workers=4, scenes=None, stac=None, collection="sentinel-2-l2a",
-    scene_cloud=20.0, widen_months=2, size=100, bands="B04,B03,B02", max_cloud=0.1, max_nodata=0.0,
-    model="ViT-B-32-quickgelu", pretrained="openai", embeddings=None, batch_size=64, shard_size=1024, photo_size=512,
-    dtype="float16", device="auto", embed_workers=0, block_m=10_000.0, val_fraction=0.1, seed=0, out="runs/pairs", progress=True,
-)
-
-
-def load_config(path: str | Path) -> dict:
-    "Options from a YAML or JSON file (keys as in PAIRS_DEFAULTS); unknown keys are an error."
-    import yaml
-
-    path = Path(path)
-    cfg = json.loads(path.read_text()) if path.suffix.lower() == ".json" else yaml.safe_load(path.read_text())
-    cfg = cfg or {}
-    bad = sorted(set(cfg) - set(PAIRS_DEFAULTS))
-    if bad:
-        raise KeyError(f"{path}: unknown option(s) {bad}; known: {sorted(PAIRS_DEFAULTS)}")
-    base = path.parent
-    for k in ("points", "photos", "geotagged", "embeddings", "out"):  # relative paths are relative to the config
-        if cfg.get(k) and not str(cfg[k]).startswith(("http://", "https://")) and not os.path.isabs(str(cfg[k])):
-            cfg[k] = str(base / cfg[k])
-    if cfg.get("scenes"):
-        sc = cfg["scenes"] if isinstance(cfg["scenes"], list) else str(cfg["scenes"]).split(",")
-        cfg["scenes"] = [s if os.path.isabs(s) else str(base / s) for s in sc]
-    if cfg.get("stac") and not str(cfg["stac"]).startswith(("http://", "https://")) and not os.path.isabs(cfg["stac"]):
-        cfg["stac"] = str(base / cfg["stac"])
-    return cfg
-
-
-def make_pairs(cfg: dict | None = None, **overrides) -> dict:
-    "Run the pairing pipeline (see PAIRS_DEFAULTS for the options); returns paths and counts per status."
-    c = dict(PAIRS_DEFAULTS)
-    c.update(cfg or {})
-    c.update({k: v for k, v in overrides.items() if v is not None})
-    out = Path(c["out"])
-    ensure_writable(out / "patches")  # a read-only or missing --out fails now, not after the patches and photos
-    t0 = time.time()
-    # 1. points and photos
-    if c["geotagged"]:
-        pts, photos = points_from_geotagged(c["geotagged"])
-    elif c["points"]:
-        cols = json.loads(c["columns"]) if isinstance(c["columns"], str) else c["columns"]
-        pts = read_points(c["points"], cols, c["date_format"], c["nuts0"])
-        if c["download"]:
-            if not c["photos"]:
-                raise ValueError("--download needs --photos, the folder the photos go to")
-            got = download_photos(pts, c["photos"], base_url=c["photo_url"], workers=c["download_workers"],
-                                  progress=c["progress"])
-            print("photo downloads:", got.status.value_counts().to_dict())
-        photos = find_photos(pts, c["photos"]) if c["photos"] else pd.DataFrame(
-            {f"photo_{v}": [""] * len(pts) for v in DIRECTIONS})
-    else:
-        raise ValueError("give --points (a LUCAS/points table) or --geotagged (a folder of EXIF-GPS photos)")
-    # 2. patches
-    ok = pts[pts.status == "ok"]
-    bands = c["bands"] if isinstance(c["bands"], (list, tuple)) else (
-        "all" if c["bands"] == "all" else [b.strip() for b in str(c["bands"]).split(",") if b.strip()])
-    kw = dict(size=int(c["size"]), bands=bands, max_nodata=float(c["max_nodata"]))
-    if c["scenes"]:
-        scenes = c["scenes"] if isinstance(c["scenes"], (list, tuple)) else str(c["scenes"]).split(",")
-        patches = patches_from_scenes(scenes, ok, out / "patches", progress=c["progress"], max_cloud=float(c["max_cloud"]), **kw)
-    elif c["stac"]:
-        patches = patches_from_stac(ok, out / "patches", StacSource(c["stac"], c["collection"], max_cloud=float(c["scene_cloud"])),
-                                    max_cloud=float(c["scene_cloud"]), widen_months=int(c["widen_months"]),
-                                    progress=c["progress"], window_max_cloud=float(c["max_cloud"]), **kw)
-    else:
-        raise ValueError("give --scenes (local Sentinel-2 files/folders) or --stac (a STAC API or catalog.json)")
-    # 3. manifest and split
-    m = build_manifest(pts, patches, photos)
-    m = spatial_split(m, float(c["block_m"]), float(c["val_fraction"]), int(c["seed"]))
-    manifest = write_manifest(m, out / "manifest.parquet")
-    # 4. ground embeddings
-    good = m[m.status == "ok"]
-    store_path = out / "ground.safetensors"
-    from senclip.embeddings import embed_photos, read_lucas_embeddings  # torch: only when it is needed
-
-    if c["embeddings"]:
-        from senclip.embeddings import LUCAS_EMB_FILES
-
-        known = Path(c["embeddings"]).name in LUCAS_EMB_FILES  # else: made by --model
-        store = read_lucas_embeddings(c["embeddings"], arch=None if known else c["model"],
-                                      pretrained=None if known else (c["pretrained"] or ""),
-                                      ids=good["id"].astype(str).tolist())
-        store.save(store_path)
-    else:
-        store = embed_photos(good[["id", *[f"photo_{v}" for v in DIRECTIONS]]], store_path, c["model"],
-                             c["pretrained"] if c["pretrained"] is not None else None, int(c["batch_size"]),
-                             int(c["shard_size"]), int(c["photo_size"]), c["dtype"], c["device"],
-                             int(c["embed_workers"]), progress=c["progress"])
-    counts = m.status.value_counts().to_dict()
-    summary = dict(counts=counts, splits=m[m.status == "ok"].split.value_counts().to_dict(), points=len(m),
-                   pairs=int(counts.get("ok", 0)), photos=int(store.mask.sum()), model=store.model_name, dim=store.dim,
-                   seconds=round(time.time() - t0, 1), **run_metadata(**{k: v for k, v in c.items()}))
-    atomic_write_json(out / "summary.json", summary)
-    return dict(manifest=manifest, patches=out / "patches", store=store_path, summary=out / "summary.json",
-                counts=counts)
-
-
-def build_sample_pairs(
-    out_dir: str | Path,  # where manifest.parquet, patches/ and ground.safetensors go
-    model: str = "senclip-tiny-vit",  # frozen tower for the ground photos
-    pretrained: str | None = "",  # '' = random init (the demo's tiny model); None = resolve through senclip.model
-    progress: bool = False,
-) -> dict:
-    "Pairs from data/sample/pairs and the bundled scene (seconds on a CPU); returns paths and counts."
-    return make_pairs(points=str(sample_dir("pairs", "lucas_2018_sample.csv")), photos=str(sample_dir("pairs", "photos")),
-                      scenes=[str(sample_dir("sentinel2", "s2_l1c_virginia_crop.tif"))], model=model,
-                      pretrained=pretrained, photo_size=0, block_m=2000.0, val_fraction=0.2, out=str(out_dir),
-                      progress=progress)
-
-# %% ../nbs/01e_pairs.ipynb
-@call_parse
-@cli_errors
-def senclip_pairs(
-    config: str = None,  # YAML or JSON file with any of the options below
-    points: str = None,  # LUCAS 2018 CSV or any table of points (see --columns)
-    columns: str = None,  # JSON mapping of our names (id, lat, lon, date, nuts0, gps_lat, ...) to your columns
-    date_format: str = None,  # strptime format of the date column (LUCAS: %d/%m/%y)
-    nuts0: str = None,  # country code for tables without NUTS0
-    photos: str = None,  # LUCAS-layout photo folder ({NUTS0}/{id[:3]}/{id[3:6]}/{id}{V}.jpg)
-    geotagged: str = None,  # flat folder of EXIF-GPS photos, instead of --points/--photos
-    download: bool = False,  # download missing LUCAS photos into --photos
-    photo_url: str = None,  # photo server root (default: the LUCAS 2018 server)
-    scenes: str = None,  # comma-separated local Sentinel-2 scenes (files or per-band folders)
-    stac: str = None,  # STAC API root or static catalog.json (instead of --scenes)
-    collection: str = None,  # STAC collection (sentinel-2-l2a)
-    scene_cloud: float = None,  # largest scene cloud cover for STAC selection, percent (20)
-    widen_months: int = None,  # widen the survey month by up to this many months (2)
-    size: int = None,  # patch size in pixels (100)
-    bands: str = None,  # comma-separated bands, or 'all' for the 10 m and 20 m bands (B04,B03,B02)
-    max_cloud: float = None,  # largest cloudy fraction of a patch window (0.1)
-    max_nodata: float = None,  # largest no-data fraction of a patch window (0)
-    model: str = None,  # frozen CLIP image tower for the photos (ViT-B-32-quickgelu)
-    pretrained: str = None,  # its open_clip pretrained tag (openai)
-    embeddings: str = None,  # the authors' lucas_clipemb_*.pt instead of embedding photos
-    batch_size: int = None,  # photos per forward pass (64)
-    photo_size: int = None,  # Lanczos downsampling of photos before the model's transform (512; 0 = keep)
-    device: str = None,  # auto | cpu | cuda
-    embed_workers: int = None,  # DataLoader workers decoding photos (0)
-    block_m: float = None,  # block size of the spatial split, metres (10000)
-    val_fraction: float = None,  # share of blocks for validation (0.1)
-    seed: int = None,
-    out: str = None,  # output folder (runs/pairs)
-    debug: bool = False,  # show the traceback on errors
-):
-    "Build Sen2LUCAS-style pairs: manifest, Sentinel-2 patches and the frozen ground-embedding store."
-    cfg = load_config(config) if config else {}
-    flags = {k: v for k, v in locals().items() if k not in ("config", "cfg", "debug") and v is not None}
-    if not download:
-        flags.pop("download", None)  # not given: the config file decides
-    if "scenes" in flags:
-        flags["scenes"] = [s for s in flags["scenes"].split(",") if s]
-    res = make_pairs(cfg, **flags)
-    print(f"manifest: {res['manifest']}\nstore:    {res['store']}\ncounts per status:")
-    for k, v in sorted(res["counts"].items(), key=lambda kv: (kv[0] != "ok", kv[0])):
-        print(f"  {k:<18}{v}")
-
-# %% ../nbs/01e_pairs.ipynb
 def plot_pair(
     manifest: pd.DataFrame | str | Path,  # manifest (or its path)
     point_id: str | None = None,  # which point (default: the first ok one)
@@ -421,7 +430,7 @@ def plot_pair(
         ax.set_xticks([]); ax.set_yticks([])
     return axes
 
-
+# %% ../nbs/01e_pairs.ipynb
 def plot_points(
     manifest: pd.DataFrame | str | Path,
     by: str = "status",  # column that colours the points (status, lc1, split)
