@@ -51,7 +51,7 @@ def _value(v: str):
     except (ValueError, TypeError):
         return v
 
-
+# %% ../nbs/08_paper.ipynb
 def _bool(k: str, v: str) -> bool:
     "A yes/no setting from the command line (true/false, 1/0, yes/no, on/off)."
     s = str(v).strip().lower()
@@ -61,7 +61,7 @@ def _bool(k: str, v: str) -> bool:
         return False
     raise UserError(f"--set {k}={v}: expected true or false")
 
-
+# %% ../nbs/08_paper.ipynb
 def parse_sets(items: list[str] | None, steps: set[str] = frozenset()) -> tuple[dict, dict, dict]:
     "Split `--set k=v` items into (runner settings, preset-field overrides, {step: notebook parameters})."
     from dataclasses import fields as dc_fields
@@ -108,7 +108,7 @@ def digest_paths(paths, big: int = 64 << 20) -> str:
                 h.update(hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()
 
-
+# %% ../nbs/08_paper.ipynb
 def notebook_digest(path: str | Path) -> str:
     "A digest of a notebook's cell types and sources (not outputs or metadata: `nbdev_clean` does not change it)."
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -142,11 +142,36 @@ def _one_line_error(e: BaseException) -> str:
     msg = f"{name}: {getattr(e, 'evalue', '')}" if name else f"{type(e).__name__}: {e}"
     return " ".join(msg.split())[:500]
 
-
+# %% ../nbs/08_paper.ipynb
 def _outputs_exist(outputs: dict) -> bool:
     return all(Path(v).exists() for v in outputs.values() if isinstance(v, str) and v.startswith("/"))
 
+# %% ../nbs/08_paper.ipynb
+def _attempt(
+    s: Step,  # the step to run
+    fp: str,  # its fingerprint
+    fpdir: Path,  # the run's .fingerprints folder
+    log: Callable[[str], None],
+) -> dict:
+    "Run `s` (resuming an unfinished attempt with the same fingerprint); its status, outputs, seconds and error."
+    f, started = fpdir / f"{s.name}.json", fpdir / f"{s.name}.started"
+    s.resume = started.exists() and started.read_text() == fp  # same inputs, interrupted: carry on
+    log(f"[senclip_paper] {s.name}: {'resuming' if s.resume else 'running'}")
+    started.write_text(fp)
+    t = time.time()
+    try:
+        outputs = {k: str(v) for k, v in (s.run() or {}).items()}
+        rec = dict(status="ran", outputs=outputs, seconds=round(time.time() - t, 1))
+        atomic_write_json(f, dict(fingerprint=fp, outputs=outputs, seconds=rec["seconds"],
+                                  finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+        started.unlink(missing_ok=True)
+        return rec
+    except Exception as e:  # continue past a failed step; report it
+        f.unlink(missing_ok=True)
+        return dict(status="failed", error=_one_line_error(e), seconds=round(time.time() - t, 1),
+                    outputs=getattr(e, "senclip_outputs", {}))
 
+# %% ../nbs/08_paper.ipynb
 def run_steps(
     steps: list[Step],  # in dependency order
     out: str | Path,  # run folder: fingerprints go to out/.fingerprints
@@ -172,21 +197,7 @@ def run_steps(
             if not force and old.get("fingerprint") == fp and _outputs_exist(old.get("outputs", {})):
                 rec.update(status="unchanged", outputs=old.get("outputs", {}), seconds=old.get("seconds", 0.0))
             else:
-                started = fpdir / f"{s.name}.started"
-                s.resume = started.exists() and started.read_text() == fp  # same inputs, interrupted: carry on
-                log(f"[senclip_paper] {s.name}: {'resuming' if s.resume else 'running'}")
-                started.write_text(fp)
-                t = time.time()
-                try:
-                    outputs = {k: str(v) for k, v in (s.run() or {}).items()}
-                    rec.update(status="ran", outputs=outputs, seconds=round(time.time() - t, 1))
-                    atomic_write_json(f, dict(fingerprint=fp, outputs=outputs, seconds=rec["seconds"],
-                                              finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
-                    started.unlink(missing_ok=True)
-                except Exception as e:  # continue past a failed step; report it
-                    f.unlink(missing_ok=True)
-                    rec.update(status="failed", error=_one_line_error(e), seconds=round(time.time() - t, 1),
-                               outputs=getattr(e, "senclip_outputs", {}))
+                rec.update(_attempt(s, fp, fpdir, log))
         status[s.name] = rec["status"]
         if rec["status"] != "ran":
             log(f"[senclip_paper] {s.name}: {rec['status']}" + (f" ({rec['error']})" if rec["error"] else ""))
@@ -203,7 +214,7 @@ INPUT_NAMES = {  # notebook parameter -> what the runner passes (a key of the co
 CONTEXT_STEP = {"pairs": "pairs", "manifest": "pairs", "store": "pairs", "train": "train", "eval": "eval",
                 "eval_dirs": "eval"}
 
-
+# %% ../nbs/08_paper.ipynb
 @contextmanager
 def quiet_missing_ids():
     "Silence nbformat's `MissingIDFieldWarning` (notebooks that `nbdev_clean` stripped of cell ids), and only that warning."
@@ -215,7 +226,7 @@ def quiet_missing_ids():
         warnings.filterwarnings("ignore", category=MissingIDFieldWarning)
         yield
 
-
+# %% ../nbs/08_paper.ipynb
 def notebook_parameters(path: str | Path) -> dict:
     "The parameters a notebook declares in its `parameters` cell (papermill.inspect_notebook), name -> default value."
     import papermill as pm
@@ -232,7 +243,7 @@ def notebook_parameters(path: str | Path) -> dict:
         found = pm.inspect_notebook(str(path))
     return {k: value(v.get("default")) for k, v in found.items()}
 
-
+# %% ../nbs/08_paper.ipynb
 def notebook_inputs(declared, ctx: dict, extra: dict | None = None) -> tuple[dict, list[str]]:
     "(parameters to pass, steps they come from) for a notebook declaring `declared`; `extra` are user overrides."
     params, deps = {}, []
@@ -276,7 +287,7 @@ def _nb_root() -> Path:
         raise UserError("senclip_paper runs the notebooks in nbs/ and needs a source checkout (git clone the repository)")
     return root / "nbs"
 
-
+# %% ../nbs/08_paper.ipynb
 def paper_notebooks(nbs: Path, only: str = "") -> list[Path]:
     "The figure notebooks `nbs/paper/*.ipynb` (sorted), or the comma-separated subset `only` (by stem)."
     found = sorted((nbs / "paper").glob("*.ipynb"))
@@ -430,7 +441,7 @@ ONLINE_MODELS = {  # registry name -> how the report names it
 ONLINE_LABEL = "real weights on a small sample (200 EuroSAT images, 6 BigEarthNet patches): not the paper's protocol"
 ONLINE_TITLE = "Released weights: SenCLIP ViT-B/32 and CLIP ViT-B/32 on the bundled sample"
 
-
+# %% ../nbs/08_paper.ipynb
 def _fetch_released(models) -> dict:
     "Download (or find in the cache) each registry model's files; one clear line when that is not possible."
     from senclip.checkpoints import CHECKPOINTS, fetch_checkpoint
@@ -447,7 +458,24 @@ def _fetch_released(models) -> dict:
                             f"{_one_line_error(e)[:200]}; the online steps need internet (or those files in the cache)") from None
     return got
 
+# %% ../nbs/08_paper.ipynb
+def _map_released(scene: Path, out: Path, device: str) -> dict:
+    "Map `scene` with each of `ONLINE_MODELS` into out/online_map; the PNG of each map and the folder."
+    import matplotlib.pyplot as plt
+    from senclip.mapping import map_scene, plot_map
 
+    res = {}
+    for name, label in ONLINE_MODELS.items():
+        paths = map_scene(scene, name, out_dir=out / "online_map" / name, device=device, progress=False)
+        fig = plot_map(paths, scene, title=f"{label} (real weights)")
+        png = out / "online_map" / f"{name}_map.png"
+        with atomic_write(png) as f:
+            fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        res[name] = str(png)
+    return {**res, "folder": str(out / "online_map")}
+
+# %% ../nbs/08_paper.ipynb
 def _online_steps(out: Path, nbs: Path, settings: dict, nb_params: dict) -> list[Step]:
     "The released-weights comparison: fetch both models, evaluate them on the bundled sample, map the scene with each."
     from senclip.core import sample_dir
@@ -467,24 +495,8 @@ def _online_steps(out: Path, nbs: Path, settings: dict, nb_params: dict) -> list
 
     ev = Step("online_eval", run_eval, params, deps=["online_weights"], notebook=str(nbs / "04_eval.ipynb"))
     scene = Path(settings["scene"]).resolve() if settings["scene"] else sample_dir("sentinel2", "s2_l1c_virginia_crop.tif")
-
-    def run_map():
-        import matplotlib.pyplot as plt
-        from senclip.mapping import map_scene, plot_map
-
-        res = {}
-        for name, label in ONLINE_MODELS.items():
-            paths = map_scene(scene, name, out_dir=out / "online_map" / name, device=settings["device"], progress=False)
-            fig = plot_map(paths, scene, title=f"{label} (real weights)")
-            png = out / "online_map" / f"{name}_map.png"
-            with atomic_write(png) as f:
-                fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-            plt.close(fig)
-            res[name] = str(png)
-        return {**res, "folder": str(out / "online_map")}
-
-    mp = Step("online_map", run_map, dict(scene=str(scene), device=settings["device"], models=models), inputs=[scene],
-              deps=["online_weights"])
+    mp = Step("online_map", lambda: _map_released(scene, out, settings["device"]),
+              dict(scene=str(scene), device=settings["device"], models=models), inputs=[scene], deps=["online_weights"])
     return [fetch, ev, mp]
 
 # %% ../nbs/08_paper.ipynb
@@ -547,7 +559,7 @@ def _title(nb: str | Path) -> str:
         pass
     return Path(nb).stem
 
-
+# %% ../nbs/08_paper.ipynb
 def _stamp_of(folder: Path) -> str:
     "The 'not a result' text of a step's outputs: a *.json's `stamp`/`caveat`/`not_a_result`, a *.md that opens with it, results.csv's flags, or ''."
     for f in sorted(folder.glob("*.json")):
@@ -581,7 +593,7 @@ def _stamp_of(folder: Path) -> str:
 PAPER_ORDER = ("table1", "tableA1_prompt_length", "fig2_prompt_count", "fig4_retrieval", "figA1_points", "table2",
                "training_curves", "attention_views")  # the report's order (other notebooks follow, then map and eval)
 
-
+# %% ../nbs/08_paper.ipynb
 def _online_section(out: Path, records: list[dict]) -> dict:
     "The released-weights steps as one section: both maps side by side, the evaluation's tables, and `ONLINE_LABEL`."
     rec = {r["step"]: r for r in records}
@@ -597,7 +609,7 @@ def _online_section(out: Path, records: list[dict]) -> dict:
                 error="; ".join(f"{r['step']}: {r['error']}" for r in bad),
                 pngs=[rel(p) for p in pngs], csvs=[rel(p) for p in csvs], notebook=rel(nb) if nb else "")
 
-
+# %% ../nbs/08_paper.ipynb
 def report_sections(out: Path, records: list[dict]) -> list[dict]:
     "One section per step with figures or tables: title, stamp, PNGs and CSVs (paths relative to `out`)."
     secs = []
@@ -688,6 +700,46 @@ def _csv_html(path: Path, max_rows: int = 60) -> str:
     return df.head(max_rows).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.2f}", border=0) + more
 
 # %% ../nbs/08_paper.ipynb
+def _section_html(out: Path, s: dict) -> str:
+    "One section of the report: title, stamp or label, failure, notebook link, figures and tables."
+    e = html.escape
+    h = [f"<section id='{e(s['step'])}'><h2>{e(s['title'])}</h2>"]
+    if s["stamp"]:
+        h.append(f"<div class=stamp>{e(s['stamp'].upper())}</div>")
+    if s.get("label"):
+        h.append(f"<div class=label>{e(s['label'][0].upper() + s['label'][1:])}</div>")
+    if s["status"] in ("failed", "blocked", "off"):
+        h.append(f"<div class=fail>{e(s['status'])}: {e(s['error'])}</div>")
+    if s["notebook"]:
+        h.append(f"<p class=meta>notebook: <a href='{e(s['notebook'])}'>{e(s['notebook'])}</a></p>")
+    if s["pngs"]:
+        h.append("<div class=figs>" + "".join(
+            f"<figure><a href='{e(p)}'><img src='{e(p)}' alt='{e(Path(p).stem)}' loading=eager></a>"
+            f"<figcaption>{e(Path(p).name)}</figcaption></figure>" for p in s["pngs"]) + "</div>")
+    for c in s["csvs"]:
+        h.append(f"<h3>{e(Path(c).name)}</h3>" + _csv_html(out / c))
+    h.append("</section>")
+    return "\n".join(h)
+
+# %% ../nbs/08_paper.ipynb
+def _steps_html(out: Path, res: dict) -> str:
+    "The Steps table (status, seconds, executed notebook, error) and the Parameters section."
+    e = html.escape
+    h = ["<section id=steps><h2>Steps</h2><table><tr><th>step</th><th>status</th><th>seconds</th><th>notebook</th><th>note</th></tr>"]
+    for r in res["steps"]:
+        nb = r["outputs"].get("notebook", "")
+        rel = str(Path(nb).relative_to(out)) if nb.startswith(str(out)) else nb
+        cls = "ok" if r["status"] == "ran" else r["status"]
+        h.append(f"<tr><td>{e(r['step'])}</td><td class={cls}>{e(r['status'])}</td><td>{r['seconds']:.1f}</td>"
+                 f"<td>{f'<a href={chr(39)}{e(rel)}{chr(39)}>{e(Path(rel).name)}</a>' if rel else ''}</td><td>{e(r['error'])}</td></tr>")
+    h.append("</table></section><section id=parameters><h2>Parameters</h2>")
+    params = dict(settings=res["settings"], preset_overrides=res["preset_overrides"],
+                  notebook_parameters=res["notebook_parameters"], preset=res["preset_fields"])
+    h.append(f"<pre>{e(json.dumps(params, indent=1, default=str))}</pre>")
+    h.append(f"<p class=meta>{e(json.dumps(res['meta'], default=str))}</p></section>")
+    return "\n".join(h)
+
+# %% ../nbs/08_paper.ipynb
 def write_report(out: Path, res: dict) -> Path:
     "`index.html`: stamp, steps, every section's tables and figures, parameters and commit."
     e = html.escape
@@ -706,35 +758,8 @@ def write_report(out: Path, res: dict) -> Path:
         h.append(f"<div class=fail>Failed steps: {e(', '.join(res['failed']))} (see Steps below).</div>")
     h.append("<ul>" + "".join(f"<li><a href='#{e(s['step'])}'>{e(s['title'])}</a></li>" for s in res["sections"])
              + "<li><a href='#steps'>Steps</a></li><li><a href='#parameters'>Parameters</a></li></ul>")
-    for s in res["sections"]:
-        h.append(f"<section id='{e(s['step'])}'><h2>{e(s['title'])}</h2>")
-        if s["stamp"]:
-            h.append(f"<div class=stamp>{e(s['stamp'].upper())}</div>")
-        if s.get("label"):
-            h.append(f"<div class=label>{e(s['label'][0].upper() + s['label'][1:])}</div>")
-        if s["status"] in ("failed", "blocked", "off"):
-            h.append(f"<div class=fail>{e(s['status'])}: {e(s['error'])}</div>")
-        if s["notebook"]:
-            h.append(f"<p class=meta>notebook: <a href='{e(s['notebook'])}'>{e(s['notebook'])}</a></p>")
-        if s["pngs"]:
-            h.append("<div class=figs>" + "".join(
-                f"<figure><a href='{e(p)}'><img src='{e(p)}' alt='{e(Path(p).stem)}' loading=eager></a>"
-                f"<figcaption>{e(Path(p).name)}</figcaption></figure>" for p in s["pngs"]) + "</div>")
-        for c in s["csvs"]:
-            h.append(f"<h3>{e(Path(c).name)}</h3>" + _csv_html(out / c))
-        h.append("</section>")
-    h.append("<section id=steps><h2>Steps</h2><table><tr><th>step</th><th>status</th><th>seconds</th><th>notebook</th><th>note</th></tr>")
-    for r in res["steps"]:
-        nb = r["outputs"].get("notebook", "")
-        rel = str(Path(nb).relative_to(out)) if nb.startswith(str(out)) else nb
-        cls = "ok" if r["status"] == "ran" else r["status"]
-        h.append(f"<tr><td>{e(r['step'])}</td><td class={cls}>{e(r['status'])}</td><td>{r['seconds']:.1f}</td>"
-                 f"<td>{f'<a href={chr(39)}{e(rel)}{chr(39)}>{e(Path(rel).name)}</a>' if rel else ''}</td><td>{e(r['error'])}</td></tr>")
-    h.append("</table></section><section id=parameters><h2>Parameters</h2>")
-    params = dict(settings=res["settings"], preset_overrides=res["preset_overrides"],
-                  notebook_parameters=res["notebook_parameters"], preset=res["preset_fields"])
-    h.append(f"<pre>{e(json.dumps(params, indent=1, default=str))}</pre>")
-    h.append(f"<p class=meta>{e(json.dumps(res['meta'], default=str))}</p></section></body></html>")
+    h += [_section_html(out, s) for s in res["sections"]]
+    h.append(_steps_html(out, res) + "</body></html>")
     with atomic_write(out / "index.html", "w", encoding="utf-8") as f:
         f.write("\n".join(h))
     return out / "index.html"
@@ -756,7 +781,7 @@ def read_eval_run(eval_dir: str | Path):
     params = json.loads((d / "params.json").read_text()) if (d / "params.json").exists() else {}
     return pd.read_csv(f), t1, params
 
-
+# %% ../nbs/08_paper.ipynb
 def run_caveat(results, demo: bool = False) -> str:
     "Why the numbers of an evaluation run are not results ('' when they are): untrained, demo weights, or a demo run."
     from senclip.zeroshot.evaluate import DEMO_WEIGHTS, UNTRAINED
@@ -768,7 +793,7 @@ def run_caveat(results, demo: bool = False) -> str:
         return DEMO_WEIGHTS
     return "demo run — not a result" if demo else ""
 
-
+# %% ../nbs/08_paper.ipynb
 def short_model(name: str) -> str:
     "A model's display name without the caveat in parentheses (the figure carries the stamp instead)."
     import re
@@ -785,7 +810,7 @@ def main_rules(results, table1=None) -> dict[str, str]:
     scoring = list(dict.fromkeys(results["scoring"]))
     return {d: main_rule(d, scoring) for d in results["dataset"].unique()}
 
-
+# %% ../nbs/08_paper.ipynb
 CONFIG_COLUMNS = ("config", "configuration", "published_config", "match")
 
 
@@ -813,7 +838,7 @@ def table1_layout(results, rules: dict[str, str]):
     order = {"generic": 0, "aerial": 1, "ground": 2}
     return out.sort_values(["dataset", "model", "prompts"], key=lambda s: s.map(order) if s.name == "prompts" else s).reset_index(drop=True)
 
-
+# %% ../nbs/08_paper.ipynb
 def table1_wide(long):
     "Table 1 as the paper prints it: a row per (dataset, model); ours per prompt style, with the paper's and Δ where it is published."
     import pandas as pd
@@ -876,7 +901,7 @@ def table_figure(df, title: str = "", caveat_text: str = "", fontsize: int = 8, 
         fig.text(0.5, 1 - 0.08 / height, title, ha="center", va="top", fontsize=fontsize + 1)
     return stamp(fig, caveat_text)
 
-
+# %% ../nbs/08_paper.ipynb
 def save_outputs(
     out: str | Path,  # output folder
     stem: str,  # base name of the JSON file
