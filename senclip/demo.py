@@ -23,14 +23,14 @@ __all__ = ['UNTRAINED_NOTE', 'demo_pairs', 'demo_train', 'demo_eval', 'demo_map_
 UNTRAINED_NOTE = ("**Untrained weights — not a result.** The demo runs offline with a tiny random-init architecture "
                   "trained for a few steps on 54 sample pairs; its accuracies are chance level by construction.")
 
-
+# %% ../nbs/06_demo.ipynb
 def _step(name: str, done: bool, force: bool) -> bool:
     "Print what a step will do; True when it must run."
     run = force or not done
     print(f"== {name}: {'running' if run else 'already done, skipped (use --force to redo)'}", flush=True)
     return run
 
-
+# %% ../nbs/06_demo.ipynb
 def demo_pairs(out: Path, force: bool = False) -> dict:
     "Step 1: sample pairs (manifest, patch GeoTIFFs, frozen ground-embedding store) under `out/pairs`."
     from senclip.pairs import build_sample_pairs
@@ -41,7 +41,7 @@ def demo_pairs(out: Path, force: bool = False) -> dict:
         atomic_write_json(info, {k: v for k, v in res.items()})
     return json.loads(info.read_text())
 
-
+# %% ../nbs/06_demo.ipynb
 def demo_train(out: Path, pairs: dict, force: bool = False, max_steps: int | None = None) -> dict:
     "Step 2: train the `demo` preset on the sample pairs; export it; returns the training result."
     from senclip.train import train
@@ -53,7 +53,7 @@ def demo_train(out: Path, pairs: dict, force: bool = False, max_steps: int | Non
         atomic_write_json(info, res)
     return json.loads(info.read_text())
 
-
+# %% ../nbs/06_demo.ipynb
 def demo_eval(out: Path, models: list[str], force: bool = False) -> Path:
     "Step 3: papermill runs nbs/04_eval.ipynb in demo mode into `out/eval`."
     import papermill as pm
@@ -80,7 +80,7 @@ def demo_map_step(out: Path, model: str, force: bool = False) -> dict:
         atomic_write_json(info, {k: str(v) for k, v in res.items()})
     return json.loads(info.read_text())
 
-
+# %% ../nbs/06_demo.ipynb
 def run_demo(out: str | Path = "runs/demo", force: bool = False, max_steps: int | None = None, eval: bool = True) -> dict:
     "Run pairs -> training -> evaluation -> map on the bundled sample; returns the paths and timings (see `SUMMARY.md`)."
     out = Path(out).resolve()
@@ -104,7 +104,7 @@ def run_demo(out: str | Path = "runs/demo", force: bool = False, max_steps: int 
     write_summary(out, res)
     return res
 
-
+# %% ../nbs/06_demo.ipynb
 def write_summary(out: Path, res: dict):
     "`SUMMARY.md` (what was made, how long each step took) and `demo.json` beside the outputs."
     lines = ["# senclip demo", "", UNTRAINED_NOTE, "", "| step | seconds | outputs |", "|---|---|---|"]
