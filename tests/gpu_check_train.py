@@ -23,7 +23,8 @@ import torch
 from senclip.core import get_preset
 from senclip.model import build_senclip
 from senclip.train import sample_pairs, train
-from senclip.augment import TrainStep, TrainTransform, param_groups
+from senclip.augment import TrainTransform
+from senclip.train_step import TrainStep, param_groups
 
 assert torch.cuda.is_available(), "this check needs a CUDA GPU"
 dev = torch.device("cuda")

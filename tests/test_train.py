@@ -212,7 +212,7 @@ def _free_port():
 def test_torchrun_two_processes_equal_one_process_with_the_combined_batch(pairs, tmp_path):
     from senclip.core import get_preset
     from senclip.pairs import PairDataset
-    from senclip.augment import GlobalBatchSampler
+    from senclip.train_state import GlobalBatchSampler
 
     few = handful(pairs, tmp_path, n=16)
     # queue negatives (the per-sample loss then depends on the sample and the queue only) and no dropout head:
@@ -239,7 +239,7 @@ def test_torchrun_two_processes_equal_one_process_with_the_combined_batch(pairs,
     # the same update: weights equal wherever the gradient is not at float-noise level (Adam's g/|g| turns
     # rounding noise of near-zero gradients into full steps, so those entries are compared loosely)
     from senclip.model import build_senclip
-    from senclip.augment import param_groups
+    from senclip.train_step import param_groups
 
     p = get_preset("tiny", **dict(s.split("=") for s in sets))
     mdl = build_senclip(p)

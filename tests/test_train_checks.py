@@ -113,7 +113,7 @@ def test_non_finite_loss_stops_with_the_step_and_the_pair_ids(pairs, tmp_path):
     from senclip.core import get_preset
     from senclip.pairs import PairDataset
     from senclip.train import train
-    from senclip.augment import GlobalBatchSampler
+    from senclip.train_state import GlobalBatchSampler
 
     p = get_preset("tiny", negatives="batch", batch_size=4, epochs=2)
     ds = PairDataset(pairs["manifest"], pairs["store"], p)

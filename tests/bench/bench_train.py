@@ -8,7 +8,7 @@ head, learnable scale; random-init weights, synthetic data — throughput does n
 
 * official: fp32, each sample a PIL image through CenterCrop(32) -> Resize(224) -> RandAugment(3, 5) -> ToTensor ->
   Normalize in DataLoader worker processes, float batches copied to the device, AdamW (foreach);
-* ours: `senclip.augment.TrainStep`, as `senclip.train` runs it: uint8 patches from the loader (pinned memory),
+* ours: `senclip.train_step.TrainStep`, as `senclip.train` runs it: uint8 patches from the loader (pinned memory),
   `TrainTransform` (the same augmentation per sample, on the device), bf16 autocast, fused AdamW, the ViT patch
   convolution as a matmul, and on a GPU the whole step as a CUDA graph; then also with the image tower compiled
   (torch.compile). Variants: RandAugment (the official augmentation; batched inside the graph, or grouped before it
@@ -36,7 +36,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from senclip.core import bench_record, get_preset, machine_name, register_model_configs
 from senclip.model import build_senclip, linear_patch_embed
-from senclip.augment import GlobalBatchSampler, TrainStep, TrainTransform, param_groups
+from senclip.augment import TrainTransform
+from senclip.train_state import GlobalBatchSampler
+from senclip.train_step import TrainStep, param_groups
 
 
 class SyntheticPatches(Dataset):
