@@ -17,8 +17,8 @@ from typing import Callable
 
 from fastcore.script import Param, call_parse
 
-from .core import (UserError, atomic_write, atomic_write_json, cli_errors, ensure_writable, get_preset,
-                          git_commit, repo_root, run_metadata)
+from .core import (DEMO_RUN, DEMO_WEIGHTS, UNTRAINED, UserError, atomic_write, atomic_write_json, cli_errors,
+                          ensure_writable, get_preset, git_commit, repo_root, run_metadata)
 
 # %% auto 0
 __all__ = ['PRESETS', 'RUN_SETTINGS', 'INPUT_NAMES', 'CONTEXT_STEP', 'ONLINE_MODELS', 'ONLINE_LABEL', 'ONLINE_TITLE',
@@ -580,7 +580,6 @@ def _stamp_of(folder: Path) -> str:
     res = folder / "results.csv"
     if res.exists():
         import pandas as pd
-        from senclip.zeroshot.evaluate import DEMO_WEIGHTS, UNTRAINED
 
         r = pd.read_csv(res)
         if "untrained" in r and r.untrained.any():
@@ -784,14 +783,12 @@ def read_eval_run(eval_dir: str | Path):
 # %% ../nbs/08_paper.ipynb
 def run_caveat(results, demo: bool = False) -> str:
     "Why the numbers of an evaluation run are not results ('' when they are): untrained, demo weights, or a demo run."
-    from senclip.zeroshot.evaluate import DEMO_WEIGHTS, UNTRAINED
-
     flag = lambda c: c in results and results[c].astype(str).str.lower().eq("true").any()
     if flag("untrained"):
         return UNTRAINED
     if flag("not_a_result"):
         return DEMO_WEIGHTS
-    return "demo run — not a result" if demo else ""
+    return DEMO_RUN if demo else ""
 
 # %% ../nbs/08_paper.ipynb
 def short_model(name: str) -> str:
