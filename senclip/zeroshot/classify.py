@@ -5,6 +5,7 @@
 # %% ../../nbs/04b_zeroshot.classify.ipynb 3
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -17,27 +18,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core import cache_dir, atomic_write_json, get_device, CLIP_MEAN, CLIP_STD
+from ..core import cache_dir, atomic_path, atomic_write_json, get_device, CLIP_MEAN, CLIP_STD
 
 # %% auto 0
 __all__ = ['RESIZE_MODES', 'FAITHFUL_RESIZE', 'SCORING_RULES', 'load_model', 'model_fingerprint', 'pil_bicubic_matrix',
-           'resize_like_pil', 'preprocess_batch', 'PILResize', 'ImageEmbeddings', 'embedding_key', 'embed_images',
-           'encode_texts', 'one_hot', 'PromptBank', 'zeroshot_scores']
+           'resize_like_pil', 'preprocess_batch', 'PILResize', 'ImageEmbeddings', 'embedding_key', 'BatchEncoder',
+           'embed_chunk', 'embed_sharded', 'embed_images', 'encode_texts', 'one_hot', 'PromptBank', 'zeroshot_scores',
+           'ZeroShotClassifier', 'zeroshot_classifier']
 
 # %% ../../nbs/04b_zeroshot.classify.ipynb
 def load_model(
-    spec: str,  # registry name (senclip.model.list_checkpoints()), checkpoint file/folder, or open_clip architecture
+    spec: str,  # registry name (senclip.list_checkpoints()), checkpoint file/folder, or open_clip architecture
     device: str = "cpu",
     trust_torchscript: bool = False,  # allow running the code of a TorchScript archive the safe reader refuses
 ):
-    "A zero-shot model by name or path through `senclip.model.load`; `.untrained` is True for random weights."
-    from senclip.model import load
+    "`senclip.load(spec)` with `.untrained` set (True for random weights): the zero-shot modules' way to load a model."
+    from senclip.checkpoints import load
 
     m = load(spec, device=device, trust_torchscript=trust_torchscript)
     m.untrained = bool(getattr(m, "random_weights", False))
     return m
 
-
+# %% ../../nbs/04b_zeroshot.classify.ipynb
 def model_fingerprint(model, text: bool = False) -> str:
     "A short hash of the model's name and image-tower weights (or, with `text`, its text-tower weights)."
     net = getattr(model, "model", model)
@@ -66,7 +68,7 @@ def _pil_bicubic(x: float) -> float:
         return (((x - 5) * x + 8) * x - 4) * a
     return 0.0
 
-
+# %% ../../nbs/04b_zeroshot.classify.ipynb
 @functools.lru_cache(maxsize=64)
 def pil_bicubic_matrix(
     n_in: int,  # input length (pixels)
@@ -94,7 +96,7 @@ def _pil_pass(x: torch.Tensor, W: np.ndarray) -> torch.Tensor:
     s = torch.matmul(x, torch.from_numpy(W).to(x.device).T) + float(1 << (_PIL_PRECISION_BITS - 1))
     return torch.floor(s / float(1 << _PIL_PRECISION_BITS)).clamp_(0, 255)
 
-
+# %% ../../nbs/04b_zeroshot.classify.ipynb
 def resize_like_pil(
     images: torch.Tensor,  # uint8 (..., 3, h, w) on any device
     size: int,  # output size (square)
@@ -130,7 +132,7 @@ def preprocess_batch(
     s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     return ((x - m) / s).to(dtype)
 
-
+# %% ../../nbs/04b_zeroshot.classify.ipynb
 RESIZE_MODES = ("pil", "pil-device", "torch")
 FAITHFUL_RESIZE = ("pil", "pil-device")  # the modes that give the authors' pixels (pil-device: checked equal to PIL)
 
@@ -165,7 +167,7 @@ class ImageEmbeddings:
         "Embeddings and labels of the images that could be read."
         return self.emb[self.valid], self.labels[self.valid]
 
-
+# %% ../../nbs/04b_zeroshot.classify.ipynb
 def embedding_key(model, dataset, size: int, resize: str, precision: str, mean, std) -> tuple[str, dict]:
     "The cache key (hash) and its readable parts for (model, dataset, preprocessing)."
     fp = dataset.fingerprint() if hasattr(dataset, "fingerprint") else str(len(dataset))
@@ -175,21 +177,118 @@ def embedding_key(model, dataset, size: int, resize: str, precision: str, mean, 
              "mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20], parts
 
+# %% ../../nbs/04b_zeroshot.classify.ipynb
+class BatchEncoder:
+    "uint8 (or PIL-resized float) image batches -> L2-normalised float32 embeddings on the CPU."
 
-def _collate(batch):
-    from torch.utils.data import default_collate
+    def __init__(self, model, device: str, precision: str = "fp32", resize: str = "pil"):
+        self.model, self.device, self.resize = model, str(device), resize
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
-    ok = [b is not None for b in batch]
-    good = [b for b in batch if b is not None]
-    out = {"image": default_collate([b["image"] for b in good]) if good else None,
-           "label": default_collate([b["label"] for b in good]) if good else None}
-    out["ok"] = torch.tensor(ok)
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        x = preprocess_batch(images.to(self.device, non_blocking=True), m.image_size, m.mean, m.std,
+                             resize="torch" if self.resize == "pil" else self.resize)
+        with torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype is not None):
+            return F.normalize(m.encode_image(x).float(), dim=-1).cpu()
+
+# %% ../../nbs/04b_zeroshot.classify.ipynb
+def embed_chunk(
+    encode: BatchEncoder,
+    dataset,  # a dataset of dict samples (None for an unreadable one)
+    idx: Sequence[int],  # the sample indices of this chunk
+    batch_size: int = 128,
+    num_workers: int = 0,
+    bar=None,  # a progress bar to advance
+) -> dict:
+    "Embeddings, labels and validity of the samples `idx` of `dataset` (one shard of the cache)."
+    from torch.utils.data import DataLoader, Subset
+    from senclip.core import collate_skip
+
+    dl = DataLoader(Subset(dataset, list(idx)), batch_size=batch_size, num_workers=num_workers,
+                    collate_fn=collate_skip, pin_memory=encode.device.startswith("cuda"))
+    full_e = full_l = None
+    ok = torch.zeros(len(idx), dtype=torch.bool)
+    pos = 0
+    for b in dl:
+        bok = b["ok"]
+        ok[pos:pos + len(bok)] = bok
+        if b.get("image") is not None:
+            e, lab = encode(b["image"]), torch.as_tensor(b["label"])
+            if full_e is None:
+                full_e = torch.zeros(len(idx), e.shape[1])
+                full_l = torch.zeros((len(idx),) + tuple(lab.shape[1:]), dtype=lab.dtype)
+            where = torch.nonzero(bok).flatten() + pos
+            full_e[where], full_l[where] = e, lab
+        pos += len(bok)
+        if bar is not None:
+            bar.update(len(bok))
+    if full_e is None:  # every image of the chunk was skipped
+        full_e, full_l = torch.zeros(len(idx), 1), torch.zeros(len(idx), dtype=torch.long)
+    return {"emb": full_e.contiguous(), "labels": full_l.contiguous(), "valid": ok.to(torch.uint8)}
+
+# %% ../../nbs/04b_zeroshot.classify.ipynb
+def _concat_chunks(shards: list[dict]) -> dict:
+    "Chunks in order as one set of tensors (a chunk whose images were all unreadable has zero embeddings of width 1)."
+    dim = max(s["emb"].shape[1] for s in shards)
+    emb = [s["emb"] if s["emb"].shape[1] == dim else torch.zeros(len(s["valid"]), dim) for s in shards]
+    return {"emb": torch.cat(emb), "labels": torch.cat([s["labels"] for s in shards]),
+            "valid": torch.cat([s["valid"] for s in shards])}
+
+# %% ../../nbs/04b_zeroshot.classify.ipynb
+def embed_sharded(
+    encode: BatchEncoder,
+    dataset,
+    root: Path,  # the cache entry's folder (its key)
+    parts: dict,  # the key's readable parts (key.json, and the shards' plan)
+    chunk: int = 4096,  # images per shard
+    batch_size: int = 128,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict | None:
+    "Embed this rank's missing chunks of `dataset` into `root`'s shards; rank 0 assembles `root/embeddings.safetensors` (None elsewhere)."
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+    from senclip.core import ShardCache, barrier, dist_env
+
+    rank = dist_env()[0]
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(root / "key.json", parts)
+    cache = ShardCache(root / "parts", len(dataset), chunk, plan=parts, suffix=".safetensors", verbose=progress)
+    todo = cache.todo()
+    with tqdm(total=sum(cache.bounds(k)[1] - cache.bounds(k)[0] for k in todo), unit="img", disable=not progress,
+              desc=f"embedding {parts['dataset']} with {parts['model']}") as bar:
+        for k in todo:
+            t = embed_chunk(encode, dataset, range(*cache.bounds(k)), batch_size, num_workers, bar)
+            cache.write(k, lambda tmp: save_file(t, str(tmp)))
+    barrier()
+    if rank != 0:
+        return None
+    out = _concat_chunks([load_file(p) for p in cache.paths()])
+    with atomic_path(root / "embeddings.safetensors") as tmp:
+        save_file(out, str(tmp))
+    cache.clear()
     return out
 
+# %% ../../nbs/04b_zeroshot.classify.ipynb
+@contextlib.contextmanager
+def _pil_transform(dataset, resize: str, size: int):
+    "With resize='pil', the dataset resizes each image with PIL while the block runs (its own transform restored after)."
+    if resize != "pil":
+        yield
+        return
+    old = getattr(dataset, "transform", None)
+    dataset.transform = PILResize(size)
+    try:
+        yield
+    finally:
+        dataset.transform = old
 
+# %% ../../nbs/04b_zeroshot.classify.ipynb
 @torch.no_grad()
 def embed_images(
-    model,  # a loaded zero-shot model (load_model)
+    model,  # a loaded zero-shot model (senclip.load)
     dataset,  # a senclip.datasets dataset (dict samples, uint8 images)
     batch_size: int = 128,
     num_workers: int = 0,
@@ -197,93 +296,37 @@ def embed_images(
     precision: str = "fp32",  # fp32 | bf16 | fp16 (autocast on the image tower)
     resize: str = "pil",  # pil (per image in the loader, as the authors) | pil-device (same pixels, batched) | torch
     cache: str | Path | None | bool = None,  # cache root (default ~/.cache/senclip/embeddings); False disables it
-    chunk: int = 4096,  # images per shard (resume granularity)
+    chunk: int = 4096,  # images per shard (resume granularity; under torchrun, the unit of work of a rank)
     progress: bool = True,
-) -> ImageEmbeddings:
-    "L2-normalised image embeddings of every sample of `dataset`, from the on-disk cache when present."
-    from safetensors.torch import save_file, load_file
-    from torch.utils.data import DataLoader, Subset
+) -> ImageEmbeddings | None:
+    "L2-normalised image embeddings of every sample of `dataset`, from the on-disk cache when present (None on torchrun ranks other than 0)."
+    from safetensors.torch import load_file
     from tqdm.auto import tqdm
+    from senclip.core import UserError, dist_env
 
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    if cache is False and dist_env()[1] > 1:
+        raise UserError("embed_images under torchrun needs the embedding cache (a folder every rank sees): set cache")
     device = str(device or get_device())
-    size, mean, std = model.image_size, model.mean, model.std
-    key, parts = embedding_key(model, dataset, size, resize, precision, mean, std)
+    key, parts = embedding_key(model, dataset, model.image_size, resize, precision, model.mean, model.std)
     root = None if cache is False else Path(cache or cache_dir("embeddings")) / key
-    final = root / "embeddings.safetensors" if root else None
+    final = root / "embeddings.safetensors" if root is not None else None
     if final is not None and final.exists():
         t = load_file(final)
         return ImageEmbeddings(t["emb"], t["labels"], t["valid"].bool(), key, final)
-    if root:
-        root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(root / "key.json", parts)
-    net = getattr(model, "model", None)
-    if net is not None:
-        net.to(device).eval()
-    if resize == "pil":
-        old = getattr(dataset, "transform", None)
-        dataset.transform = PILResize(size)
-    dt = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    n = len(dataset)
-    if root is None:
-        chunk = max(n, 1)  # no cache, nothing to resume: one loader over everything (workers start once)
-    shards = []
-    bar = tqdm(total=n, desc=f"embedding {parts['dataset']} with {parts['model']}", disable=not progress, unit="img")
-    try:
-        for s0 in range(0, n, chunk):
-            shard = root / f"part-{s0 // chunk:05d}.safetensors" if root else None
-            if shard is not None and shard.exists():
-                shards.append(load_file(shard))
-                bar.update(min(chunk, n - s0))
-                continue
-            idx = list(range(s0, min(n, s0 + chunk)))
-            dl = DataLoader(Subset(dataset, idx), batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=_collate, pin_memory=device.startswith("cuda"))
-            # outputs are preallocated and filled in place: no per-batch long-lived allocations (which fragment
-            # the heap and make RSS creep with the number of images)
-            full_e = full_l = None
-            ok = torch.zeros(len(idx), dtype=torch.bool)
-            pos = 0
-            for b in dl:
-                bok = b["ok"]
-                ok[pos:pos + len(bok)] = bok
-                if b["image"] is not None:
-                    x = preprocess_batch(b["image"].to(device, non_blocking=True), size, mean, std,
-                                         resize="torch" if resize == "pil" else resize)
-                    with torch.autocast(device.split(":")[0], dtype=dt, enabled=dt is not None):
-                        e = F.normalize(model.encode_image(x).float(), dim=-1).cpu()
-                    lab = torch.as_tensor(b["label"])
-                    if full_e is None:
-                        full_e = torch.zeros(len(idx), e.shape[1])
-                        full_l = torch.zeros((len(idx),) + tuple(lab.shape[1:]), dtype=lab.dtype)
-                    where = torch.nonzero(bok).flatten() + pos
-                    full_e[where] = e
-                    full_l[where] = lab
-                pos += len(bok)
-                bar.update(len(bok))
-            if full_e is None:  # every image of the chunk was skipped
-                full_e, full_l = torch.zeros(len(idx), 1), torch.zeros(len(idx), dtype=torch.long)
-            t = {"emb": full_e.contiguous(), "labels": full_l.contiguous(), "valid": ok.to(torch.uint8)}
-            if shard is not None:
-                tmp = shard.with_suffix(".tmp")
-                save_file(t, str(tmp))
-                os.replace(tmp, shard)
-            shards.append(t)
-    finally:
-        bar.close()
-        if resize == "pil":
-            dataset.transform = old
-    dim = max(s["emb"].shape[1] for s in shards)
-    emb = torch.cat([s["emb"] if s["emb"].shape[1] == dim else torch.zeros(len(s["valid"]), dim) for s in shards])
-    out = {"emb": emb, "labels": torch.cat([s["labels"] for s in shards]), "valid": torch.cat([s["valid"] for s in shards])}
-    if final is not None:
-        tmp = final.with_suffix(".tmp")
-        save_file(out, str(tmp))
-        os.replace(tmp, final)
-        for f in root.glob("part-*.safetensors"):
-            f.unlink()
-    return ImageEmbeddings(out["emb"], out["labels"], out["valid"].bool(), key, final)
+    if getattr(model, "model", None) is not None:
+        model.model.to(device).eval()
+    encode = BatchEncoder(model, device, precision, resize)
+    with _pil_transform(dataset, resize, model.image_size):
+        if root is None:  # no cache, nothing to resume: one loader over everything (workers start once)
+            with tqdm(total=len(dataset), unit="img", disable=not progress, desc=f"embedding {parts['dataset']}") as bar:
+                t = embed_chunk(encode, dataset, range(len(dataset)), batch_size, num_workers, bar)
+        else:
+            t = embed_sharded(encode, dataset, root, parts, chunk, batch_size, num_workers, progress)
+    if t is None:
+        return None
+    return ImageEmbeddings(t["emb"], t["labels"], t["valid"].bool(), key, final)
 
 # %% ../../nbs/04b_zeroshot.classify.ipynb
 @torch.no_grad()
@@ -316,12 +359,12 @@ def encode_texts(
         os.replace(tmp, f)
     return emb
 
-
+# %% ../../nbs/04b_zeroshot.classify.ipynb
 def one_hot(cls: torch.Tensor, n: int) -> torch.Tensor:
     "(P,n) float one-hot matrix of class indices."
     return F.one_hot(torch.as_tensor(cls, dtype=torch.long), n).float()
 
-
+# %% ../../nbs/04b_zeroshot.classify.ipynb
 @dataclass
 class PromptBank:
     "Sentences, their class index and their normalised text embeddings."
@@ -392,3 +435,59 @@ def zeroshot_scores(
     if shift:
         s = s / 2 + 1
     return s / (s.mean(0, keepdim=True) + eps)
+
+# %% ../../nbs/04b_zeroshot.classify.ipynb
+@dataclass
+class ZeroShotClassifier:
+    "Class embeddings of a prompt set, ready to score image features: `clf(features)` gives (N,C) scores."
+    bank: PromptBank  # the sentences, their classes and text embeddings
+    rule: str = "cosine"  # scoring rule: cosine | class-mean | dap (the last two use the whole batch of features)
+
+    @property
+    def classnames(self) -> list:
+        return self.bank.classnames
+
+    @property
+    def weights(self) -> torch.Tensor:
+        "(C,D) L2-normalised class embeddings (the ensembled prompts)."
+        return self.bank.class_embeddings()
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        "(N,C) scores of image features (N,D) (normalised here)."
+        return zeroshot_scores(F.normalize(torch.as_tensor(features).float(), dim=-1), self.bank, self.rule)
+
+    def predict(self, features: torch.Tensor) -> list[str]:
+        "The class name of each feature vector's best score."
+        return [self.classnames[i] for i in self(features).argmax(1).tolist()]
+
+# %% ../../nbs/04b_zeroshot.classify.ipynb
+def zeroshot_classifier(
+    model,  # a loaded model (senclip.load) or a name/path to load
+    classes: str | Sequence[str] = "eurosat",  # a dataset name (its class names) or class names
+    prompts: str | dict = "ground",  # a prompt style, a JSON file, a template with {}, or {class: [sentences]}
+    length: str = "mixed",  # short | long | mixed (our prompt sets)
+    rule: str = "cosine",  # scoring rule of the classifier
+    cache: str | Path | None = None,  # folder for cached text embeddings
+) -> ZeroShotClassifier:
+    "A zero-shot classifier of image features for `classes` from `prompts` (open_clip's `build_zero_shot_classifier`, with prompt sets)."
+    from senclip.core import UserError
+    from senclip.zeroshot.prompts import DATASET_CLASSNAMES, GENERIC_TEMPLATE, get_prompts
+
+    if isinstance(model, (str, Path)):
+        model = load_model(str(model))
+    dataset = classes if isinstance(classes, str) else None
+    if dataset is not None and dataset not in DATASET_CLASSNAMES:
+        raise UserError(f"classes={dataset!r} is not a dataset with prompt sets ({', '.join(DATASET_CLASSNAMES)}); "
+                        "pass a list of class names instead")
+    names = list(DATASET_CLASSNAMES[dataset]) if dataset else list(classes)
+    if isinstance(prompts, dict):
+        sentences = prompts
+    elif "{}" in prompts or (prompts == "generic" and dataset is None):
+        template = GENERIC_TEMPLATE if prompts == "generic" else prompts
+        sentences = {c: [template.format(c)] for c in names}
+    elif dataset is not None:
+        sentences = get_prompts(dataset, prompts, length, classnames=names)
+    else:
+        raise UserError(f"prompts={prompts!r} needs a dataset's class names: with your own classes pass a template "
+                        "with {} (e.g. 'a satellite photo of {}.'), 'generic', or a dict of sentences per class")
+    return ZeroShotClassifier(PromptBank.build(model, sentences, names, cache=cache), rule)

@@ -5,10 +5,13 @@
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb 3
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -16,9 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fastcore.script import call_parse
+from fastcore.script import Param, call_parse
 from ..core import (sample_dir, repo_root, cache_dir, run_metadata, atomic_write_json, atomic_write, atomic_path,
-                          OfflineError, seed_everything, UserError, cli_errors, ensure_writable)
+                          OfflineError, seed_everything, UserError, cli_errors, ensure_writable, apply_overrides,
+                          parse_value, dist_env, caveat, UNTRAINED, DEMO_WEIGHTS)
 from ..datasets import EuroSAT, BigEarthNet, LucasLandCover, BEN_OFFICIAL_BANDS, BEN_RGB_BANDS, BEN_AUTHORS_CONFIG
 from .prompts import get_prompts, prompt_source, AUTHORS_PROMPTS_COMMIT
 from .classify import load_model, embed_images, PromptBank, zeroshot_scores, RESIZE_MODES, FAITHFUL_RESIZE
@@ -26,16 +30,16 @@ from .metrics import topk_accuracy, per_class_prf, confusion, multilabel_map, to
 from .selection import prompt_sweep, plot_sweep, split_indices, AUTHORS_SWEEP
 
 log = logging.getLogger(__name__)
-UNTRAINED = "untrained weights — not a result"
-DEMO_WEIGHTS = "demo weights (minutes of CPU training) — not a result"
+# UNTRAINED, DEMO_WEIGHTS and caveat(model): core's one "not a result" rule, re-exported here for the reports
 
 # %% auto 0
-__all__ = ['log', 'UNTRAINED', 'DEMO_WEIGHTS', 'DATASETS', 'TABLE1_MODELS', 'DEMO_MODELS', 'DEMO_DATASETS', 'OFFICIAL_RULE',
-           'PAPER_IMAGES', 'PUBLISHED_MODELS', 'CONFIGS', 'SWEEPS', 'CONFIG_TEXT', 'REPORTS', 'check_model',
-           'make_dataset', 'resolve_inputs', 'fail_fast', 'main_rule', 'published_table', 'published_key', 'caveat',
-           'display_name', 'resolve_config', 'paper_mismatch', 'sample_names', 'evaluate_one', 'stamp', 'save_fig',
-           'wrap_label', 'short_label', 'plot_confusion', 'plot_per_class', 'per_class_ap', 'to_markdown', 'table_html',
-           'table1', 'config_overrides', 'run_evaluation', 'senclip_eval']
+__all__ = ['log', 'DATASETS', 'TABLE1_MODELS', 'DEMO_MODELS', 'DEMO_DATASETS', 'OFFICIAL_RULE', 'PAPER_IMAGES',
+           'PUBLISHED_MODELS', 'CONFIGS', 'SWEEPS', 'CONFIG_TEXT', 'REPORTS', 'check_model', 'make_dataset',
+           'resolve_inputs', 'fail_fast', 'main_rule', 'published_table', 'published_key', 'display_name',
+           'resolve_config', 'paper_mismatch', 'param', 'EvalConfig', 'sample_names', 'evaluate_one', 'stamp',
+           'save_fig', 'wrap_label', 'short_label', 'plot_confusion', 'plot_per_class', 'per_class_ap', 'to_markdown',
+           'table_html', 'table1', 'EvalRun', 'prepare_run', 'evaluate', 'config_overrides', 'table1_note',
+           'write_reports', 'as_eval_config', 'run_evaluation', 'senclip_eval']
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
 DATASETS = ("eurosat", "bigearthnet19", "lucas-lc1")
@@ -53,7 +57,7 @@ def _find_path(p: str) -> Path | None:
             return cand
     return None
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def check_model(spec: str, demo: bool = False) -> str | None:
     "The model spec if its weights are (or can be made) available; None to skip (demo, missing path). Raises `UserError` otherwise."
     from senclip.checkpoints import CHECKPOINTS, fetch_checkpoint
@@ -178,7 +182,7 @@ def resolve_inputs(
         raise UserError(" | ".join(problems))
     return specs, dsets
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def fail_fast(e: BaseException) -> UserError:
     "For a notebook: write `e`'s message at once to the process's stderr (papermill shows it first) and return a `UserError` to raise `from None`."
     msg = f"\n04_eval stopped: {' '.join(str(e).split())}\n"
@@ -198,7 +202,7 @@ PAPER_IMAGES = {"eurosat": 27000, "bigearthnet19": 26976}  # images the authors'
 def _base(dname: str) -> str:
     return "bigearthnet19" if dname.startswith("bigearthnet") else dname.split("-")[0] if dname.startswith("eurosat") else dname
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def main_rule(dname: str, scoring: Sequence[str], table_rule: str = "official") -> str:
     "The scoring rule of the Table-1 layout for a dataset: the authors' rule ('official') or the one named."
     if table_rule == "official":
@@ -206,7 +210,7 @@ def main_rule(dname: str, scoring: Sequence[str], table_rule: str = "official") 
         return r if r in scoring else scoring[0]
     return table_rule
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 PUBLISHED_MODELS = {"avgpool": "SenCLIP-AvgPool", "attpool": "SenCLIP-AttPool", "remoteclip": "RemoteCLIP",
                     "skyclip": "SkyCLIP-50", "georsclip": "GeoRSCLIP"}
 
@@ -217,7 +221,7 @@ def published_table() -> pd.DataFrame:
 
     return pd.DataFrame(json.loads((PROMPT_DIR / "published_table1.json").read_text())["rows"])
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def published_key(model) -> tuple[str, str] | None:
     "(arch, model) of Table 1 that a loaded model reproduces, or None (untrained or not in the table)."
     if getattr(model, "untrained", False):
@@ -228,15 +232,9 @@ def published_key(model) -> tuple[str, str] | None:
     label = next((v for k, v in PUBLISHED_MODELS.items() if k in name), "CLIP" if name.startswith(("clip", "openai")) else None)
     return (arch, label) if arch and label else None
 
-
-def caveat(model) -> str:
-    "Why a model's numbers are not results ('' when they are)."
-    if getattr(model, "untrained", False):
-        return UNTRAINED
-    return DEMO_WEIGHTS if getattr(model, "demo", False) else ""
-
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def display_name(spec: str, model) -> str:
+    "A model's name in the reports: the spec (a file's stem), with core's caveat in parentheses when it has one."
     name = Path(spec).stem if ("/" in spec or "." in Path(spec).name) else spec
     return f"{name} ({caveat(model)})" if caveat(model) else name
 
@@ -268,7 +266,7 @@ def resolve_config(
     if config not in CONFIGS:
         raise UserError(f"config must be one of {sorted(CONFIGS)}, got {config!r}")
     out = dict(CONFIGS[config])
-    out.update({k: v for k, v in settings.items() if v is not None and v != "" and v != []})
+    out.update({k: v for k, v in settings.items() if v is not None and v != "" and v != [] and v != ()})
     out["prompts"] = list(out["prompts"])
     if out["resize"] not in RESIZE_MODES:
         raise UserError(f"resize must be one of {RESIZE_MODES}, got {out['resize']!r}")
@@ -320,6 +318,124 @@ def paper_mismatch(
     return why
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def param(default, help: str = ""):
+    "A field of a run config: its default (a list becomes a tuple: configs are values) and its one-line help."
+    return field(default=tuple(default) if isinstance(default, list) else default, metadata={"help": help})
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+@dataclass(frozen=True)
+class EvalConfig:
+    "Every parameter of an evaluation run, declared once: 04_eval's papermill cell, `run_evaluation` and `senclip_eval --set` read it."
+    config: str = param("senclip", "senclip: our prompt sets and true-colour BigEarthNet | authors: the paper's Table-1 configuration")
+    demo: bool = param(False, "run offline on data/sample with tiny models, not results")
+    name: str = param("table1", "run name: outputs go to runs/<name>/ unless out_dir is set")
+    out_dir: str = param("", "run folder; empty: runs/<name>, or runs/demo/eval in demo mode")
+    models: tuple = param(TABLE1_MODELS, "registry names or checkpoint paths, Table 1's")
+    demo_models: tuple = param(DEMO_MODELS, "used when demo is True, in place of Table 1's models")
+    datasets: tuple = param(("eurosat", "bigearthnet19"), "eurosat | bigearthnet19 | lucas-lc1")
+    demo_datasets: tuple = param(DEMO_DATASETS, "used when demo is True, in place of the default datasets")
+    prompts: tuple = param((), "empty: the config's; styles generic aerial ground authors-aerial authors-ground, or JSON paths")
+    authors_prompts: str = param("", "folder with the authors' prompt files; empty: download them once, checksum-verified")
+    length: str = param("mixed", "short | long | mixed, our prompt sets")
+    scoring: tuple = param(("class-mean", "cosine", "dap"), "rules computed for every row")
+    table_rule: str = param("", "empty: the config's, official is the authors' rule per dataset; or a rule name")
+    eurosat_root: str = param("", "folder with 2750/; empty: download into the cache")
+    eurosat_split: str = param("", "optional split file")
+    bigearthnet_root: str = param("", "BigEarthNet v1 S2 patch folders")
+    bigearthnet_split: str = param("", "empty: the official test split; all, or a CSV of patch names")
+    bigearthnet_subset: int = param(BEN_AUTHORS_CONFIG["subset"], "the authors' seeded draw, then drop_last; 0: the whole split")
+    ben_bands: str = param("", "empty: the config's; rgb B04,B03,B02 | official, the authors' B02,B03,B04")
+    lucas_manifest: str = param("", "pair manifest for the LUCAS land-cover benchmark")
+    lucas_split: str = param("", "empty: all ok rows; or val | train")
+    on_error: str = param("raise", "raise | skip unreadable files, listed in skipped_files.csv")
+    n_boot: int = param(1000, "bootstrap resamples; 0: no intervals")
+    sweep: bool = param(True, "the Fig. 2 prompt-count sweep, first dataset, first model")
+    sweep_method: str = param("", "empty: the config's; alpha-beta-text | alpha-beta-image | mean | hhi")
+    sweep_ks: tuple = param((1, 2, 5, 10, 15, 25), "sentences per class in the sweep")
+    sweep_random: int = param(30, "random draws per K in the sweep")
+    sweep_select_frac: float = param(0.0, "> 0: select prompts on this fraction of images, test on the rest, inductive")
+    batch_size: int = param(128, "images per batch")
+    chunk: int = param(4096, "images per embedding-cache shard: the resume unit, and a torchrun rank's unit of work")
+    num_workers: int = param(4, "data-loader worker processes; 0 in demo mode")
+    device: str = param("", "empty: cuda when available")
+    precision: str = param("", "empty: the config's fp32 | bf16 | fp16")
+    resize: str = param("", "empty: the config's pil | pil-device, same pixels batched | torch, not the authors'")
+    cache: str = param("", "embedding cache root; empty: the senclip cache, embeddings/")
+    seed: int = param(0, "random seed")
+    progress: bool = param(True, "progress bars")
+    figures: bool = param(True, "write the figures; False: tables only")
+    trust_torchscript: bool = param(False, "run the code of TorchScript model files the safe reader refuses, trusted files only")
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, list):  # papermill and Python callers give lists
+                v = tuple(v)
+            elif isinstance(v, Path) and hints[f.name] is str:
+                v = str(v)
+            elif isinstance(v, str) and hints[f.name] is not str:  # text from papermill's -p or a shell
+                try:
+                    v = parse_value(v, hints[f.name], f.default)
+                except ValueError as e:
+                    raise UserError(f"EvalConfig field {f.name}={v!r}: {e}") from None
+            object.__setattr__(self, f.name, v)
+
+    def replace(self, **overrides) -> "EvalConfig":
+        "A copy with `overrides` (values, or text as from --set) applied; an unknown name is a one-line `UserError`."
+        return apply_overrides(self, overrides, "EvalConfig")
+
+    @classmethod
+    def from_namespace(cls, ns: dict) -> "EvalConfig":
+        "The config of the variables of `ns` named like its fields (a notebook's globals after papermill's injection)."
+        return cls(**{f.name: ns[f.name] for f in fields(cls) if f.name in ns})
+
+    @property
+    def run_models(self) -> list:
+        "The models to evaluate: `demo_models` in demo mode, else `models`."
+        return list(self.demo_models if self.demo else self.models)
+
+    @property
+    def run_datasets(self) -> list:
+        "The datasets to evaluate on: `demo_datasets` in demo mode, else `datasets`."
+        return list(self.demo_datasets if self.demo else self.datasets)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir or ("runs/demo/eval" if self.demo else f"runs/{self.name}"))
+
+    @property
+    def workers(self) -> int:
+        "Data-loader workers: none in demo mode (a few hundred small images)."
+        return 0 if self.demo else self.num_workers
+
+    def settings(self) -> dict:
+        "The named configuration's settings with this run's explicit ones over it (`resolve_config`)."
+        return resolve_config(self.config, prompts=self.prompts, ben_bands=self.ben_bands, resize=self.resize,
+                              precision=self.precision, table_rule=self.table_rule, sweep_method=self.sweep_method)
+
+    def data_kwargs(self) -> dict:
+        "`make_dataset`'s options."
+        names = ("eurosat_root", "eurosat_split", "bigearthnet_root", "bigearthnet_split", "bigearthnet_subset",
+                 "lucas_manifest", "lucas_split", "on_error")
+        return {k: getattr(self, k) for k in names}
+
+    @classmethod
+    def papermill_cell(cls) -> str:
+        "The source of `nbs/04_eval.ipynb`'s parameters cell: one literal per field, its help as the comment."
+        return "\n".join(f"{f.name} = {_literal(f.default)}  # {f.metadata.get('help', '')}"
+                         for f in fields(cls))
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def _literal(v) -> str:
+    "A Python literal papermill can read (strings in double quotes)."
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_literal(x) for x in v) + "]"
+    return repr(v)
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def sample_names(dataset, index: Sequence[int]) -> list[str]:
     "The file (or patch folder) behind each sample index of a senclip.datasets dataset, for reports."
     out = []
@@ -335,7 +451,7 @@ def sample_names(dataset, index: Sequence[int]) -> list[str]:
             out.append(f"#{i}")
     return out
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def evaluate_one(
     model,
     spec: str,
@@ -414,7 +530,7 @@ def _content_artists(fig) -> list:
     arts = [a for a in fig.texts if a.get_transform() == fig.transFigure and not getattr(a, "_senclip_stamp", False)]
     return list(fig.axes), arts, list(fig.legends)
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def stamp(fig, text: str):
     "Stamp a figure with `text` (e.g. UNTRAINED) in a red band added above everything; '' leaves it alone."
     import textwrap
@@ -474,14 +590,14 @@ def save_fig(fig, path: Path) -> list[Path]:
         fig.savefig(p, dpi=130, bbox_inches="tight")
     return out
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def wrap_label(s: str, width: int = 18) -> str:
     "A class name on lines of about `width` characters, broken between words (never cut)."
     import textwrap
 
     return "\n".join(textwrap.wrap(str(s), width, break_long_words=False, break_on_hyphens=False)) or str(s)
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def short_label(name: str) -> str:
     "A model's display name without its caveat in parentheses (the stamp says it once for the whole figure)."
     import re
@@ -541,13 +657,13 @@ def plot_per_class(tables: dict[str, pd.DataFrame], metric: str, title: str, cav
     fig.tight_layout()
     return stamp(fig, caveat_text)
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def per_class_ap(S, y, classnames) -> pd.DataFrame:
     from senclip.zeroshot.metrics import average_precision
 
     return pd.DataFrame({"class": list(classnames), "ap": [average_precision(S[:, c], y[:, c]) for c in range(len(classnames))]})
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
     "A GitHub markdown table (no extra dependency)."
     cols = list(df.columns)
@@ -556,7 +672,7 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def table_html(df: pd.DataFrame, floatfmt: str = "{:.2f}", note_col: str = "no paper number because") -> str:
     "A results table for the notebook: models without their caveat and on one line, long notes in a narrow small column."
     from html import escape
@@ -573,7 +689,6 @@ def table_html(df: pd.DataFrame, floatfmt: str = "{:.2f}", note_col: str = "no p
                    for r in d.itertuples(index=False))
     return f'<table class="dataframe"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
-
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def _why_column(g: pd.DataFrame) -> str:
     "One cell saying why rows of a (dataset, model) have no paper number ('' when they all have one)."
@@ -584,7 +699,7 @@ def _why_column(g: pd.DataFrame) -> str:
         return next(iter(notes.values()))
     return " / ".join(f"{s}: {n}" for s, n in notes.items())
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def table1(results: pd.DataFrame, rules: dict[str, str]) -> pd.DataFrame:
     "Table-1 layout: one row per (dataset, model), ours (under `rules[dataset]`) and the published number per prompt style where the configuration is the paper's, and why not elsewhere."
     rule_of = lambda d: rules.get(d) or rules.get(_base(d))  # rows carry the dataset's name (bigearthnet19-B02B03B04)
@@ -609,6 +724,123 @@ REPORTS = ("results.csv", "table1.csv", "table1.md", "per_class_*.csv", "sweep.c
            "figures/*.png", "figures/*.pdf")  # what a run writes; a re-run rewrites them and removes stale ones
 
 
+@dataclass
+class EvalRun:
+    "One evaluation in progress: its config, the resolved settings and inputs, and what evaluating produced."
+    cfg: EvalConfig
+    settings: dict  # resolve_config's, plus `sweep` (how the Fig. 2 sweep ranks and scores)
+    out: Path  # the run folder
+    specs: list  # the models that passed check_model
+    dsets: dict  # dataset name -> dataset
+    params: dict  # what params.json records
+    rows: list = field(default_factory=list)  # result rows (evaluate_one)
+    per_class: dict = field(default_factory=dict)  # (dataset, style, model label) -> per-class table
+    figures: list = field(default_factory=list)  # (kind, file stem, arguments) for write_reports to draw
+    skipped: list = field(default_factory=list)  # skipped-file tables
+    sweep: pd.DataFrame | None = None  # the Fig. 2 sweep
+    t0: float = field(default_factory=time.time)
+
+    @property
+    def rules(self) -> dict:
+        "The Table-1 scoring rule of each dataset."
+        return {d: main_rule(d, self.cfg.scoring, self.settings["table_rule"]) for d in self.dsets}
+
+    def styles(self, dname: str) -> list:
+        "The prompt styles evaluated on a dataset (LUCAS: the generic template only)."
+        return ["generic"] if dname.startswith("lucas") else list(self.settings["prompts"])
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def _run_params(cfg: EvalConfig, s: dict) -> dict:
+    "What params.json records: every field, with the configuration's values where the field was left empty."
+    p = {k: v for k, v in asdict(cfg).items() if k not in ("demo_models", "demo_datasets", "progress")}
+    p.update(models=cfg.run_models, datasets=cfg.run_datasets, prompts=s["prompts"], ben_bands=s["ben_bands"],
+             precision=s["precision"], resize=s["resize"], table_rule=s["table_rule"], sweep_method=s["sweep_method"],
+             sweep_rule=s["sweep"]["rule"], sweep_shift=s["sweep"]["shift"])
+    return p
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def prepare_run(cfg: EvalConfig) -> EvalRun:
+    "Resolve `cfg`'s settings, check every model, dataset and prompt file, seed, and write params.json: an `EvalRun`."
+    from senclip.core import dist_env
+
+    if cfg.authors_prompts:
+        os.environ["SENCLIP_AUTHORS_PROMPTS"] = str(Path(cfg.authors_prompts).expanduser())
+    s = cfg.settings()
+    s["sweep"] = {**SWEEPS[cfg.config], "method": s["sweep_method"]}
+    seed_everything(cfg.seed)
+    out = ensure_writable(cfg.run_dir)
+    specs, dsets = resolve_inputs(cfg.run_models, cfg.run_datasets, s["prompts"], cfg.demo, work_dir=out,
+                                  ben_bands=s["ben_bands"], **cfg.data_kwargs())
+    run = EvalRun(cfg, s, out, specs, dsets, _run_params(cfg, s))
+    if dist_env()[0] == 0:
+        atomic_write_json(out / "params.json", run_metadata(**run.params))
+    return run
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def _per_class(run: EvalRun, model, spec: str, dname: str, ds, art: dict):
+    "Per-class tables of the dataset's main rule for every prompt style, and the confusion matrices to draw."
+    y, label, rule = art["labels"], display_name(spec, model), run.rules[dname]
+    for style in run.styles(dname):
+        S = art["scores"][(style, rule)]
+        if y.ndim == 2:
+            run.per_class[(dname, style, label)] = per_class_ap(S, y, ds.classnames)
+            continue
+        run.per_class[(dname, style, label)] = per_class_prf(y, S.argmax(1), ds.classnames)
+        if run.cfg.figures:
+            title = f"{label}\n{dname}, {Path(style).stem} prompts, {rule} scoring"
+            run.figures.append(("confusion", f"confusion_{dname}_{Path(style).stem}_{Path(spec).stem}",
+                                (S, y, ds.classnames, title, caveat(model))))
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def _sweep(run: EvalRun, model, spec: str, dname: str, ds, art: dict):
+    "The Fig. 2 prompt-count sweep with the first non-generic prompt style (and its figure, to draw)."
+    c, sw = run.cfg, run.settings["sweep"]
+    style = next(p for p in run.settings["prompts"] if p != "generic")
+    bank = PromptBank.build(model, get_prompts(ds.name, style, c.length, classnames=ds.classnames), ds.classnames)
+    y = art["labels"]
+    sel = split_indices(y.numpy(), c.sweep_select_frac, c.seed)[0] if c.sweep_select_frac > 0 else None
+    run.sweep = prompt_sweep(art["img"], y, bank, c.sweep_ks, sw["method"], c.sweep_random, sw["rule"], select_on=sel,
+                             seed=c.seed, topk_images=sw["topk_images"], shift=sw["shift"], sim_map=sw["sim_map"])
+    if c.figures:
+        label = display_name(spec, model)
+        title = (f"{label if len(label) <= 60 else label[:57] + '...'}\n{dname} {Path(style).stem} prompts, "
+                 f"{sw['method']} ranking, {sw['rule']}{' of cos/2+1' if sw['shift'] else ''}")
+        run.figures.append(("sweep", f"sweep_{dname}", (run.sweep, title, caveat(model))))
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def _sweeps_here(run: EvalRun, spec: str, dname: str) -> bool:
+    "The sweep runs once: first model, first dataset (not LUCAS), when a non-generic prompt style is evaluated."
+    return (run.cfg.sweep and spec == run.specs[0] and dname == next(iter(run.dsets)) and not dname.startswith("lucas")
+            and any(p != "generic" for p in run.settings["prompts"]))
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def evaluate(run: EvalRun) -> EvalRun:
+    "Evaluate every model on every dataset of `run` (rows, per-class tables, figures to draw, the sweep); torchrun ranks > 0 only embed."
+    from senclip.core import dist_env
+
+    c, s = run.cfg, run.settings
+    device = c.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    emb_kwargs = dict(batch_size=c.batch_size, num_workers=c.workers, device=device, precision=s["precision"],
+                      resize=s["resize"], cache=c.cache or None, chunk=c.chunk, progress=c.progress)
+    main = dist_env()[0] == 0
+    pub = published_table()
+    for spec in run.specs:
+        model = load_model(spec, device=device, trust_torchscript=c.trust_torchscript)
+        model.demo = bool(c.demo)  # demo checkpoints are trained for minutes on a CPU: not results either
+        for dname, ds in run.dsets.items():
+            if not main:  # this rank's shards of the images into the shared cache; rank 0 assembles and scores
+                embed_images(model, ds, **emb_kwargs)
+                continue
+            rows, art = evaluate_one(model, spec, ds, s["prompts"], c.scoring, c.length, emb_kwargs, c.n_boot, pub, c.config)
+            run.rows += rows
+            run.skipped.append(art["skipped"])
+            _per_class(run, model, spec, dname, ds, art)
+            if _sweeps_here(run, spec, dname):
+                _sweep(run, model, spec, dname, ds, art)
+        del model
+    return run
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def _write_csv(df: pd.DataFrame, path: Path, written: set) -> Path:
     "Write a CSV atomically (never appended to) and remember it."
     with atomic_path(path) as tmp:
@@ -616,7 +848,7 @@ def _write_csv(df: pd.DataFrame, path: Path, written: set) -> Path:
     written.add(Path(path).resolve())
     return Path(path)
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def _remove_stale(out: Path, written: set) -> list[Path]:
     "Delete the reports of an earlier run in `out` that this run did not rewrite (other models, datasets or styles)."
     gone = []
@@ -627,196 +859,170 @@ def _remove_stale(out: Path, written: set) -> list[Path]:
                 gone.append(f)
     return gone
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def config_overrides(cfg: dict) -> dict:
     "The settings of `cfg` (from resolve_config) that differ from its named configuration's."
     norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v
     base = CONFIGS[cfg["config"]]
     return {k: v for k, v in cfg.items() if k in base and norm(v) != norm(base[k])}
 
-
-def run_evaluation(
-    out_dir: str | Path,  # the run folder (reports in it are rewritten, never appended to)
-    models: Sequence[str] = TABLE1_MODELS,
-    datasets: Sequence[str] = ("eurosat", "bigearthnet19"),
-    prompts: Sequence[str] | None = None,  # None: the config's
-    length: str = "mixed",
-    scoring: Sequence[str] = ("class-mean", "cosine", "dap"),  # rules computed for every row
-    demo: bool = False,
-    n_boot: int = 1000,
-    sweep: bool = True,  # the Fig. 2 sweep on the first dataset and model
-    sweep_method: str | None = None,  # None: the config's (senclip: alpha-beta-text; authors: their image-based ranking)
-    sweep_ks: Sequence[int] = (1, 2, 5, 10, 15, 25),
-    sweep_random: int = 30,
-    sweep_select_frac: float = 0.0,  # > 0: inductive selection on this stratified fraction, test on the rest
-    batch_size: int = 128,
-    num_workers: int = 0,
-    device: str = "",
-    precision: str | None = None,  # None: the config's (fp32)
-    resize: str | None = None,  # None: the config's (pil); pil | pil-device | torch
-    cache: str = "",
-    seed: int = 0,
-    progress: bool = True,
-    table_rule: str | None = None,  # None: the config's (official: the authors' rule per dataset) or a rule name
-    config: str = "senclip",  # senclip | authors (the paper's Table-1 configuration)
-    ben_bands: str | None = None,  # None: the config's; rgb | official
-    authors_prompts: str = "",  # folder with the authors' prompt files (default: downloaded into the cache)
-    figures: bool = True,  # write the figures (False: tables only, seconds faster per model)
-    trust_torchscript: bool = False,  # allow running the code of TorchScript archives the safe reader refuses
-    **data_kwargs,  # make_dataset options (eurosat_root, bigearthnet_root, ...)
-) -> pd.DataFrame:
-    "Evaluate every model on every dataset; (re)write tables and figures under `out_dir`; return the results table."
-    import matplotlib.pyplot as plt
-
-    if authors_prompts:
-        os.environ["SENCLIP_AUTHORS_PROMPTS"] = str(Path(authors_prompts).expanduser())
-    cfg = resolve_config(config, prompts=prompts, ben_bands=ben_bands, resize=resize, precision=precision,
-                         table_rule=table_rule, sweep_method=sweep_method)
-    prompts, resize, precision, table_rule = cfg["prompts"], cfg["resize"], cfg["precision"], cfg["table_rule"]
-    sweep_cfg = {**SWEEPS[config], "method": cfg["sweep_method"]}
-    sweep_method = sweep_cfg["method"]
-    seed_everything(seed)
-    out = ensure_writable(out_dir)
-    specs, dsets = resolve_inputs(models, datasets, prompts, demo, work_dir=out, ben_bands=cfg["ben_bands"], **data_kwargs)
-    written: set = set()
-    params = dict(config=config, models=list(models), datasets=list(datasets), prompts=list(prompts), length=length,
-                  scoring=list(scoring), demo=demo, n_boot=n_boot, sweep=sweep, sweep_method=sweep_method,
-                  sweep_ks=list(sweep_ks), sweep_random=sweep_random, sweep_select_frac=sweep_select_frac,
-                  batch_size=batch_size, precision=precision, resize=resize, table_rule=table_rule, seed=seed,
-                  ben_bands=cfg["ben_bands"], figures=figures, sweep_rule=sweep_cfg["rule"], sweep_shift=sweep_cfg["shift"],
-                  **data_kwargs)
-    atomic_write_json(out / "params.json", run_metadata(**params))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    emb_kwargs = dict(batch_size=batch_size, num_workers=num_workers, device=device, precision=precision,
-                      resize=resize, cache=cache or None, progress=progress)
-    pub = published_table()
-    rows, per_class, skipped, t0 = [], {}, [], time.time()
-    sweep_style = next((p for p in prompts if p != "generic"), None)
-    for spec in specs:
-        model = load_model(spec, device=device, trust_torchscript=trust_torchscript)
-        model.demo = bool(demo)  # demo checkpoints are trained for minutes on a CPU: not results either
-        for dname, ds in dsets.items():
-            r, art = evaluate_one(model, spec, ds, prompts, scoring, length, emb_kwargs, n_boot, pub, config)
-            rows += r
-            skipped.append(art["skipped"])
-            y = art["labels"]
-            label = display_name(spec, model)
-            rule = main_rule(dname, scoring, table_rule)
-            for style in ([*prompts] if not dname.startswith("lucas") else ["generic"]):
-                S = art["scores"][(style, rule)]
-                if y.ndim == 1:
-                    per_class[(dname, style, label)] = per_class_prf(y, S.argmax(1), ds.classnames)
-                    if not figures:
-                        continue
-                    fig = plot_confusion(S, y, ds.classnames, f"{label}\n{dname}, {Path(style).stem} prompts, {rule} scoring",
-                                         caveat(model))
-                    written.update(p.resolve() for p in save_fig(
-                        fig, out / "figures" / f"confusion_{dname}_{Path(style).stem}_{Path(spec).stem}"))
-                    plt.close(fig)
-                else:
-                    per_class[(dname, style, label)] = per_class_ap(S, y, ds.classnames)
-            if sweep and dname == list(dsets)[0] and spec == specs[0] and sweep_style and not dname.startswith("lucas"):
-                bank = PromptBank.build(model, get_prompts(ds.name, sweep_style, length, classnames=ds.classnames), ds.classnames)
-                img = art["img"]
-                sel = split_indices(y.numpy(), sweep_select_frac, seed)[0] if sweep_select_frac > 0 else None
-                sw = prompt_sweep(img, y, bank, sweep_ks, sweep_method, sweep_random, sweep_cfg["rule"], select_on=sel,
-                                  seed=seed, topk_images=sweep_cfg["topk_images"], shift=sweep_cfg["shift"],
-                                  sim_map=sweep_cfg["sim_map"])
-                _write_csv(sw, out / "sweep.csv", written)
-                if not figures:
-                    continue
-                fig, ax = plt.subplots(figsize=(4.5, 3.2))
-                plot_sweep(sw, ax, f"{label if len(label) <= 60 else label[:57] + '...'}\n{dname} {Path(sweep_style).stem} prompts, {sweep_method} ranking, {sweep_cfg['rule']}{' of cos/2+1' if sweep_cfg['shift'] else ''}")
-                stamp(fig, caveat(model))
-                written.update(p.resolve() for p in save_fig(fig, out / "figures" / f"sweep_{dname}"))
-                plt.close(fig)
-        del model
-    res = pd.DataFrame(rows)
-    _write_csv(res, out / "results.csv", written)
-    rules = {d: main_rule(d, scoring, table_rule) for d in dsets}
-    t1 = table1(res, rules)
-    _write_csv(t1, out / "table1.csv", written)
-    skipped = pd.concat(skipped).drop_duplicates(["dataset", "index"]) if skipped else pd.DataFrame()
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def table1_note(run: EvalRun, res: pd.DataFrame, n_skipped: int = 0) -> str:
+    "The text above the Table-1 layout: the caveat, the configuration in words, overrides, the rule per dataset."
+    config, rules = run.cfg.config, run.rules
     note = (f"Configuration **{config}**: {CONFIG_TEXT[config].split(': ', 1)[1]}."
-            + "".join(f" Overridden: {k}={v!r}." for k, v in config_overrides(cfg).items())
+            + "".join(f" Overridden: {k}={v!r}." for k, v in config_overrides(run.settings).items())
             + "\n\nScoring rule per dataset: " + ", ".join(f"{d} **{r}**{' (transductive)' if r != 'cosine' else ''}" for d, r in rules.items())
-            + (" — the authors' code's rules (EuroSAT: class-mean; BigEarthNet: cos/2+1, ranked like cosine)" if table_rule == "official" else "")
+            + (" — the authors' code's rules (EuroSAT: class-mean; BigEarthNet: cos/2+1, ranked like cosine)" if run.settings["table_rule"] == "official" else "")
             + ". EuroSAT and LUCAS: top-1 %; BigEarthNet-19: the authors' top-k recall % (mAP in results.csv). "
             "'(paper)' columns: Table 1 of Jain et al. (WACV 2025), shown only beside rows made in the paper's "
             "configuration (the authors' prompts or the paper's generic template, channel order, scoring rule, number of "
             "images, PIL resize, trained weights of a Table-1 model); the last column says why a row has none. "
             "Every rule for every row is in results.csv.\n")
-    if len(skipped):
-        note += f"\n{len(skipped)} unreadable file(s) skipped (on_error='skip'): listed in skipped_files.csv.\n"
+    if n_skipped:
+        note += f"\n{n_skipped} unreadable file(s) skipped (on_error='skip'): listed in skipped_files.csv.\n"
     if res.not_a_result.any() and not res.untrained.any():
         note = f"**{DEMO_WEIGHTS.upper()}**: demo checkpoints are trained for minutes on a CPU.\n\n" + note
     if res.untrained.any():
         note = f"**{UNTRAINED.upper()}**: rows marked untrained come from random weights" + (
             "; the other rows come from demo weights, not results either" if (res.not_a_result & ~res.untrained).any() else "") + ".\n\n" + note
+    return note
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def _draw_figures(run: EvalRun, written: set):
+    "Draw the confusion matrices, the sweep and the per-class bars of an evaluated run (PNG and PDF)."
+    import matplotlib.pyplot as plt
+
+    figs = run.out / "figures"
+    for kind, stem, args in run.figures:
+        if kind == "confusion":
+            fig = plot_confusion(*args)
+        else:
+            sw, title, cav = args
+            fig, ax = plt.subplots(figsize=(4.5, 3.2))
+            plot_sweep(sw, ax, title)
+            stamp(fig, cav)
+        written.update(p.resolve() for p in save_fig(fig, figs / stem))
+        plt.close(fig)
+    for dname in run.dsets:
+        for style in run.styles(dname):
+            tabs = {lab: t for (d, s, lab), t in run.per_class.items() if d == dname and s == style}
+            if not tabs:
+                continue
+            metric = "f1" if "f1" in next(iter(tabs.values())) else "ap"
+            fig = plot_per_class(tabs, metric, f"{dname}, {Path(style).stem} prompts: per-class {metric} ({run.rules[dname]})",
+                                 next((c for c in (UNTRAINED, DEMO_WEIGHTS) if any(c in k for k in tabs)), ""))
+            written.update(p.resolve() for p in save_fig(fig, figs / f"per_class_{dname}_{Path(style).stem}"))
+            plt.close(fig)
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def write_reports(run: EvalRun) -> pd.DataFrame:
+    "Write the run folder of an evaluated run (tables, figures, skipped files, params.json), remove stale reports; the results table."
+    out, written = run.out, set()
+    res = pd.DataFrame(run.rows)
+    _write_csv(res, out / "results.csv", written)
+    t1 = table1(res, run.rules)
+    _write_csv(t1, out / "table1.csv", written)
+    if run.sweep is not None:
+        _write_csv(run.sweep, out / "sweep.csv", written)
+    skipped = pd.concat(run.skipped).drop_duplicates(["dataset", "index"]) if run.skipped else pd.DataFrame()
     with atomic_write(out / "table1.md", "w", encoding="utf-8") as f:
-        f.write(note + "\n" + to_markdown(t1))
+        f.write(table1_note(run, res, len(skipped)) + "\n" + to_markdown(t1))
     written.add((out / "table1.md").resolve())
-    for dname in dsets:
-        tabs = [t.assign(model=label, dataset=d, prompts=style) for (d, style, label), t in per_class.items() if d == dname]
+    for dname in run.dsets:
+        tabs = [t.assign(model=label, dataset=d, prompts=style) for (d, style, label), t in run.per_class.items() if d == dname]
         if tabs:
             _write_csv(pd.concat(tabs, ignore_index=True), out / f"per_class_{dname}.csv", written)
     if len(skipped):
         _write_csv(skipped, out / "skipped_files.csv", written)
         print(f"{len(skipped)} unreadable file(s) skipped (on_error='skip'); the list: {out / 'skipped_files.csv'}")
-    for dname in dsets:
-        for style in ([*prompts] if not dname.startswith("lucas") else ["generic"]):
-            tabs = {lab: t for (d, s, lab), t in per_class.items() if d == dname and s == style}
-            if not tabs or not figures:
-                continue
-            metric = "f1" if "f1" in next(iter(tabs.values())) else "ap"
-            fig = plot_per_class(tabs, metric, f"{dname}, {Path(style).stem} prompts: per-class {metric} ({rules[dname]})",
-                                 next((c for c in (UNTRAINED, DEMO_WEIGHTS) if any(c in k for k in tabs)), ""))
-            written.update(p.resolve() for p in save_fig(fig, out / "figures" / f"per_class_{dname}_{Path(style).stem}"))
-            plt.close(fig)
+    if run.cfg.figures:
+        _draw_figures(run, written)
     _remove_stale(out, written)
-    meta = run_metadata(**params)
-    meta["seconds"] = round(time.time() - t0, 1)
-    meta["models_evaluated"] = specs
-    meta["skipped_files"] = int(len(skipped))
+    meta = run_metadata(**run.params)
+    meta.update(seconds=round(time.time() - run.t0, 1), models_evaluated=run.specs, skipped_files=int(len(skipped)))
     atomic_write_json(out / "params.json", meta)
     return res
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
-def _list(s: str) -> list[str]:
-    return [x for x in s.replace(",", " ").split() if x]
+_POSITIONAL = ("models", "datasets", "prompts", "length", "scoring", "demo", "n_boot", "sweep", "sweep_method")  # the older signature's order
 
 
+def as_eval_config(config=None, *args, **kwargs) -> EvalConfig:
+    "An `EvalConfig` from `run_evaluation`'s arguments: a config (and field overrides), or the run folder then fields (None: the config's)."
+    if isinstance(config, EvalConfig):
+        if args:
+            raise UserError("run_evaluation(config, ...): give field overrides by name")
+        return config.replace(**kwargs)
+    kw = {k: v for k, v in {**dict(zip(_POSITIONAL, args)), **kwargs}.items() if v is not None}
+    kw.setdefault("num_workers", 0)
+    if kw.get("demo"):  # a demo evaluates demo_models / demo_datasets: the ones given are those
+        kw.update({f"demo_{k}": kw.pop(k) for k in ("models", "datasets") if k in kw})
+    if config is not None:
+        kw["out_dir"] = str(config)
+    return EvalConfig().replace(**kw)
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def run_evaluation(
+    config: EvalConfig | str | Path | None = None,  # an EvalConfig, or the run folder (then fields by name, the older form)
+    *args,  # the older form's positional fields (models, datasets, prompts, ...)
+    **overrides,  # EvalConfig fields
+) -> pd.DataFrame | None:
+    "Evaluate every model on every dataset and (re)write the run folder: `prepare_run` → `evaluate` → `write_reports`; the results table."
+    from senclip.core import dist_env, distributed
+
+    cfg = as_eval_config(config, *args, **overrides)
+    with distributed(cfg.device or "auto") if dist_env()[1] > 1 else contextlib.nullcontext() as d:
+        if d is not None:  # under torchrun: each rank on its own device
+            cfg = cfg.replace(device=str(d.device))
+        run = evaluate(prepare_run(cfg))
+        return write_reports(run) if d is None or d.main else None
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def _flags(**flags) -> dict:
+    "The command-line flags that were given (not None / not False), as EvalConfig overrides."
+    renames = {"no_sweep": ("sweep", False), "no_figures": ("figures", False)}
+    out = {}
+    for k, v in flags.items():
+        if v is None or v is False or v == "":
+            continue
+        key, val = renames.get(k, (k, v))
+        out[key] = val
+    return out
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 @call_parse
 @cli_errors
 def senclip_eval(
     out: str = "runs/eval",  # run folder for tables and figures (its reports are rewritten)
-    config: str = "senclip",  # senclip (our prompts, true-colour BigEarthNet) | authors (exactly the paper's Table-1 configuration)
-    models: str = "",  # comma-separated registry names / checkpoint paths (default: Table 1's; with --demo the demo models)
-    datasets: str = "",  # comma-separated: eurosat, bigearthnet19, lucas-lc1 (default: eurosat,bigearthnet19; --demo adds lucas-lc1)
-    prompts: str = "",  # default: the config's; styles generic, aerial, ground, authors-aerial, authors-ground, or JSON paths
-    authors_prompts: str = "",  # folder holding the authors' prompt files (default: downloaded into the cache, checksum-verified)
-    length: str = "mixed",  # short | long | mixed (our prompt sets)
-    scoring: str = "class-mean,cosine,dap",  # scoring rules computed for every row
-    table_rule: str = "",  # rule of the Table-1 layout (default: the config's, official = the authors' per dataset)
+    config: str = None,  # senclip (our prompts, true-colour BigEarthNet) | authors (exactly the paper's Table-1 configuration)
+    set: Param("any EvalConfig field, e.g. --set sweep_ks=1,5 seed=1 (wins over the flags)", str, nargs="*") = None,
+    models: str = None,  # comma-separated registry names / checkpoint paths (default: Table 1's; with --demo the demo models)
+    datasets: str = None,  # comma-separated: eurosat, bigearthnet19, lucas-lc1 (default: eurosat,bigearthnet19; --demo adds lucas-lc1)
+    prompts: str = None,  # default: the config's; styles generic, aerial, ground, authors-aerial, authors-ground, or JSON paths
+    authors_prompts: str = None,  # folder holding the authors' prompt files (default: downloaded into the cache, checksum-verified)
+    length: str = None,  # short | long | mixed (our prompt sets)
+    scoring: str = None,  # scoring rules computed for every row (default: class-mean,cosine,dap)
+    table_rule: str = None,  # rule of the Table-1 layout (default: the config's, official = the authors' per dataset)
     demo: bool = False,  # run on data/sample with the demo models (offline, minutes on a CPU)
-    eurosat_root: str = "",  # folder with 2750/ (downloaded into the cache when empty)
-    eurosat_split: str = "",  # optional split file
-    bigearthnet_root: str = "",  # BigEarthNet v1 S2 patch folders
-    bigearthnet_split: str = "",  # CSV of patch names (torchgeo's test split)
-    bigearthnet_subset: int = 27000,  # the authors' seeded subset (0 = every patch)
-    ben_bands: str = "",  # default: the config's; rgb | official (the authors' B02,B03,B04 channel swap)
-    lucas_manifest: str = "",  # pair manifest for the LUCAS land-cover benchmark
-    on_error: str = "raise",  # raise | skip unreadable files (listed in skipped_files.csv)
-    n_boot: int = 1000,  # bootstrap resamples for confidence intervals (0 = none)
+    eurosat_root: str = None,  # folder with 2750/ (downloaded into the cache when empty)
+    eurosat_split: str = None,  # optional split file
+    bigearthnet_root: str = None,  # BigEarthNet v1 S2 patch folders
+    bigearthnet_split: str = None,  # CSV of patch names (torchgeo's test split)
+    bigearthnet_subset: int = None,  # the authors' seeded subset (default 27,000; 0 = every patch)
+    ben_bands: str = None,  # default: the config's; rgb | official (the authors' B02,B03,B04 channel swap)
+    lucas_manifest: str = None,  # pair manifest for the LUCAS land-cover benchmark
+    on_error: str = None,  # raise | skip unreadable files (listed in skipped_files.csv)
+    n_boot: int = None,  # bootstrap resamples for confidence intervals (default 1000; 0 = none)
     no_sweep: bool = False,  # skip the Fig. 2 prompt-count sweep
     no_figures: bool = False,  # tables only (no PNG/PDF figures)
-    sweep_method: str = "",  # default: the config's; alpha-beta-text | alpha-beta-image | mean | hhi
-    sweep_select_frac: float = 0.0,  # > 0: inductive prompt selection on this fraction of the images
-    batch_size: int = 128,
-    num_workers: int = 4,
-    device: str = "",  # default: cuda when available
-    precision: str = "",  # default: the config's (fp32); fp32 | bf16 | fp16
-    resize: str = "",  # default: the config's (pil); pil | pil-device (same pixels, batched on the device) | torch
+    sweep_method: str = None,  # default: the config's; alpha-beta-text | alpha-beta-image | mean | hhi
+    sweep_select_frac: float = None,  # > 0: inductive prompt selection on this fraction of the images
+    batch_size: int = None,  # images per batch (default 128)
+    num_workers: int = None,  # data-loader workers (default 4; 0 with --demo)
+    device: str = None,  # default: cuda when available
+    precision: str = None,  # default: the config's (fp32); fp32 | bf16 | fp16
+    resize: str = None,  # default: the config's (pil); pil | pil-device (same pixels, batched on the device) | torch
     trust_torchscript: bool = False,  # run the code of TorchScript model files the safe reader refuses (trusted files only)
     debug: bool = False,  # show the traceback on errors
 ):
@@ -824,14 +1030,16 @@ def senclip_eval(
     import matplotlib
 
     matplotlib.use("Agg")
-    models = _list(models) or list(DEMO_MODELS if demo else TABLE1_MODELS)
-    datasets = _list(datasets) or list(DEMO_DATASETS if demo else ("eurosat", "bigearthnet19"))
-    run_evaluation(out, models, datasets, _list(prompts) or None, length, _list(scoring), demo, n_boot,
-                   not no_sweep, sweep_method or None, sweep_select_frac=sweep_select_frac, batch_size=batch_size,
-                   num_workers=0 if demo else num_workers, device=device, precision=precision or None,
-                   resize=resize or None, table_rule=table_rule or None, config=config, ben_bands=ben_bands or None,
-                   authors_prompts=authors_prompts, eurosat_root=eurosat_root, eurosat_split=eurosat_split,
-                   bigearthnet_root=bigearthnet_root, bigearthnet_split=bigearthnet_split,
-                   bigearthnet_subset=bigearthnet_subset, lucas_manifest=lucas_manifest, on_error=on_error,
-                   figures=not no_figures, trust_torchscript=trust_torchscript)
-    print((Path(out) / "table1.md").read_text())  # nothing returned: console scripts exit with the return value
+    given = _flags(config=config, models=models, datasets=datasets, prompts=prompts, authors_prompts=authors_prompts,
+                   length=length, scoring=scoring, table_rule=table_rule, demo=demo, eurosat_root=eurosat_root,
+                   eurosat_split=eurosat_split, bigearthnet_root=bigearthnet_root, bigearthnet_split=bigearthnet_split,
+                   bigearthnet_subset=bigearthnet_subset, ben_bands=ben_bands, lucas_manifest=lucas_manifest,
+                   on_error=on_error, n_boot=n_boot, no_sweep=no_sweep, no_figures=no_figures, sweep_method=sweep_method,
+                   sweep_select_frac=sweep_select_frac, batch_size=batch_size, num_workers=num_workers, device=device,
+                   precision=precision, resize=resize, trust_torchscript=trust_torchscript)
+    if demo:  # a demo evaluates demo_models / demo_datasets: --models and --datasets name those
+        given.update({f"demo_{k}": given.pop(k) for k in ("models", "datasets") if k in given})
+    cfg = apply_overrides(EvalConfig(out_dir=out).replace(**given), set, "EvalConfig")
+    run_evaluation(cfg)
+    if dist_env()[0] == 0:
+        print((cfg.run_dir / "table1.md").read_text())  # nothing returned: console scripts exit with the return value
