@@ -22,25 +22,19 @@ from .core import UserError, cache_dir, download_url
 # %% auto 0
 __all__ = ['EUROSAT_CLASSES', 'EUROSAT_CLASSNAMES', 'EUROSAT_COUNTS', 'EUROSAT_URLS', 'EUROSAT_MD5', 'BEN19_CLASSES',
            'BEN43_TO_19', 'BEN_RGB_BANDS', 'BEN_OFFICIAL_BANDS', 'BEN_S2_BANDS', 'BEN_AUTHORS_CONFIG', 'BEN_SPLIT_REPO',
-           'BEN_SPLITS', 'LUCAS_LC1_CLASSES', 'BadSampleError', 'collate_skip', 'SenclipDataset', 'find_eurosat_root',
+           'BEN_SPLITS', 'LUCAS_LC1_CLASSES', 'BadSampleError', 'SenclipDataset', 'find_eurosat_root',
            'download_eurosat', 'decode_image', 'EuroSAT', 'ben_labels19', 'stretch_minmax', 'stretch_image',
            'official_subset', 'bigearthnet_split_file', 'read_bigearthnet_split', 'BigEarthNet', 'TorchgeoBigEarthNet',
-           'LucasLandCover', 'make_lucas_fixture']
+           'LucasLandCover', 'make_lucas_fixture', 'collate_skip']
 
 # %% ../nbs/01f_datasets.ipynb
 class BadSampleError(RuntimeError):
     "A benchmark file that can't be read (truncated image, missing band...)."
 
 # %% ../nbs/01f_datasets.ipynb
-def collate_skip(batch: list) -> dict | None:
-    "Default collation that drops `None` samples (bad files skipped) and counts them in `batch['skipped']`."
-    from torch.utils.data import default_collate
+from .core import collate_skip  # the project's one collate that skips unreadable samples
 
-    good = [b for b in batch if b is not None]
-    out = default_collate([{k: v for k, v in b.items() if k != "meta"} for b in good]) if good else {}
-    out["meta"] = [b["meta"] for b in good]
-    out["skipped"] = len(batch) - len(good)
-    return out
+_all_ = ["collate_skip"]  # importable from here, as before
 
 # %% ../nbs/01f_datasets.ipynb
 class SenclipDataset(Dataset):
