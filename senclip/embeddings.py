@@ -166,25 +166,36 @@ class ImageTower:
     random_weights: bool = False  # untrained tower: its embeddings carry no meaning (label results accordingly)
 
 # %% ../nbs/01d_embeddings.ipynb
-def load_image_tower(
-    name: str,  # an open_clip architecture (senclip's tiny ones included)
-    pretrained: str | None = None,  # open_clip pretrained tag or file ('' or None = random init, seed 0)
-    device: str = "cpu",  # auto | cpu | cuda | cuda:N
-) -> ImageTower:
-    "The frozen CLIP image tower used to embed ground photos (open_clip through `core.create_model`)."
+def _open_clip_preprocess(model) -> Callable:
+    "open_clip's eval transform for `model` (its image size, and its mean/std or OpenAI's)."
     import open_clip
 
-    dev = get_device(device) if device == "auto" else torch.device(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = create_model(name, pretrained or "").to(dev).eval().requires_grad_(False)
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
     mean = getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
     std = getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
-    pre = open_clip.image_transform(size, is_train=False, mean=mean, std=std)
-    label = f"{name}" + (f"/{pretrained}" if pretrained else "")
-    return ImageTower(model.encode_image, pre, label, name, pretrained or "", dev, not pretrained)
+    return open_clip.image_transform(size, is_train=False, mean=mean, std=std)
+
+# %% ../nbs/01d_embeddings.ipynb
+def load_image_tower(
+    name: str,  # senclip.load name or path, or an open_clip architecture
+    pretrained: str | None = None,  # open_clip pretrained tag/file for an architecture name ('' = random init, seed 0)
+    device: str = "cpu",  # auto | cpu | cuda | cuda:N
+) -> ImageTower:
+    "The frozen CLIP image tower used to embed ground photos: `senclip.load(name)`, or open_clip's `pretrained` weights."
+    dev = get_device(device) if device == "auto" else torch.device(device)
+    with torch.random.fork_rng(devices=[]):  # the caller's RNG untouched; random weights always the same
+        torch.manual_seed(0)
+        if pretrained is None:
+            from senclip.checkpoints import load
+
+            m = load(name, device=str(dev))
+            m.model.eval().requires_grad_(False)
+            return ImageTower(m.encode_image, m.preprocess, getattr(m, "name", name), getattr(m, "arch", name),
+                              str(getattr(m, "pretrained", "")), dev, bool(getattr(m, "random_weights", False)))
+        model = create_model(name, pretrained).to(dev).eval().requires_grad_(False)
+    return ImageTower(model.encode_image, _open_clip_preprocess(model), name + (f"/{pretrained}" if pretrained else ""),
+                      name, pretrained, dev, not pretrained)
 
 # %% ../nbs/01d_embeddings.ipynb
 def _photo_plan(
