@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .core import (CLIP_MEAN, CLIP_STD, SENCLIP_MEAN, SENCLIP_STD, OfflineError, UserError, atomic_path, atomic_torch_save,
-                          atomic_write, atomic_write_json, cache_dir, create_model, download_url, is_offline,
+                          atomic_write, atomic_write_json, cache_dir, caveat, create_model, download_url, is_offline,
                           register_model_configs)
 
 log = logging.getLogger(__name__)
@@ -650,7 +650,7 @@ class ZeroShotModel(nn.Module):
         return self.model.encode_text(tokens, normalize=normalize)
 
     def extra_repr(self) -> str:
-        label = " — random weights, not a result" if self.random_weights else ""
+        label = f" — {caveat(self)}" if caveat(self) else ""  # senclip.core's one "not a result" rule
         return f"name={self.name!r}, arch={self.arch!r}, image_size={self.image_size}{label}"
 
 # %% ../nbs/02b_checkpoints.ipynb
@@ -820,9 +820,10 @@ def load(
         model, arch, meta, random_weights = _from_arch(key, seed)
     mean, std = _normalisation(norm, ckpt, meta, key)
     name = ckpt.name if ckpt else meta.get("name") or key
+    zs = ZeroShotModel(model.float(), arch, name, mean, std, source=key, random_weights=random_weights)
     if random_weights:
-        log.warning("%s: random weights — not a result", name)
-    return ZeroShotModel(model.float(), arch, name, mean, std, source=key, random_weights=random_weights).to(device)
+        log.warning("%s: %s", name, caveat(zs))
+    return zs.to(device)
 
 # %% ../nbs/02b_checkpoints.ipynb
 def _registered_backbone(

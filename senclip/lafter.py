@@ -9,7 +9,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from fastcore.script import call_parse
 from torch import nn
 
-from .core import (UserError, atomic_torch_save, atomic_write, atomic_write_json, cache_dir, cli_errors, ensure_writable,
-                          get_device, run_metadata, seed_everything)
+from .core import (CLIP_MEAN, CLIP_STD, UserError, apply_overrides, atomic_torch_save, atomic_write,
+                          atomic_write_json, cache_dir, caveat, cli_errors, ensure_writable, get_device, run_metadata,
+                          seed_everything, split_overrides)
 
 # %% auto 0
 __all__ = ['LAFTER_PRESETS', 'NORM_TYPES', 'PUBLISHED_TABLE2', 'PAPER_MODEL_ALIASES', 'EUROSAT_SIZE', 'LafterConfig',
@@ -58,41 +59,26 @@ class LafterConfig:
     description: str = ""
 
     def replace(self, **overrides) -> "LafterConfig":
-        "A copy with `overrides` applied (strings from a command line are converted); unknown fields are an error."
-        known = {f.name: f for f in fields(self)}
+        "A copy with `overrides` applied; strings (a command line's) are parsed by the field's type, as `--set` does (`senclip.core.apply_overrides`); unknown fields are an error."
+        known = sorted(f.name for f in fields(self))
         bad = sorted(set(overrides) - set(known))
         if bad:
-            raise UserError(f"unknown LaFTer setting(s) {bad}; known: {sorted(known)}")
-        return replace(self, **{k: _coerce(getattr(self, k), k, v) for k, v in overrides.items()})
+            raise UserError(f"unknown LaFTer setting(s) {bad}; known: {known}")
+        lists = {k: tuple(v) for k, v in overrides.items() if isinstance(v, list)}  # e.g. seeds from JSON/papermill
+        return apply_overrides(self, {**overrides, **lists}, "LafterConfig")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
-
-def _coerce(cur, k: str, v):
-    "A command-line/papermill value `v` as the type of the current value `cur` of field `k`."
-    if not isinstance(v, str) or isinstance(cur, str):
-        return tuple(v) if isinstance(cur, tuple) else v
-    try:
-        if isinstance(cur, bool):
-            if v.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError
-            return v.lower() in ("1", "true", "yes")
-        if isinstance(cur, tuple):
-            return tuple(int(s) for s in v.replace(",", " ").split())
-        return type(cur)(float(v)) if isinstance(cur, int) else float(v)
-    except ValueError:
-        raise UserError(f"LaFTer setting {k}={v!r}: expected a {type(cur).__name__}") from None
-
 # %% ../nbs/07_lafter.ipynb
 LAFTER_PRESETS = {
     "paper": LafterConfig(description="LaFTer's public code for EuroSAT (ViT-B/32): 400 text steps, 50 epochs of batch 50, lr 5e-4"),
-    "demo": LafterConfig(
-        name="demo", text_steps=100, epochs=2, batch_size=32, prompt_tokens=4, seeds=(0, 1), precision="fp32",
-        description="data/sample on a CPU in seconds with the tiny untrained architecture: numbers are not results"),
 }
+LAFTER_PRESETS["demo"] = replace(  # the paper's recipe, shorter and smaller (as core's tiny preset derives from demo)
+    LAFTER_PRESETS["paper"], name="demo", text_steps=100, epochs=2, batch_size=32, prompt_tokens=4, seeds=(0, 1),
+    precision="fp32", description="data/sample on a CPU in seconds with the tiny untrained architecture: numbers are not results")
 
-
+# %% ../nbs/07_lafter.ipynb
 def lafter_preset(name: str | LafterConfig = "paper", **overrides) -> LafterConfig:
     "The named LaFTer preset (paper, demo) with field `overrides` applied."
     if isinstance(name, LafterConfig):
@@ -105,7 +91,7 @@ def lafter_preset(name: str | LafterConfig = "paper", **overrides) -> LafterConf
 def _uniform_init(shape: tuple, bound: float, generator: torch.Generator) -> torch.Tensor:
     return (torch.rand(shape, generator=generator) * 2 - 1) * bound
 
-
+# %% ../nbs/07_lafter.ipynb
 def train_text_classifier(
     emb: torch.Tensor,  # (P,D) L2-normalised text embeddings
     labels: Sequence[int] | torch.Tensor,  # (P,) class index of each sentence
@@ -140,7 +126,7 @@ def top1(logits: torch.Tensor, labels) -> float:
     "Top-1 accuracy in %."
     return float((logits.argmax(1).cpu() == torch.as_tensor(labels).cpu()).float().mean() * 100)
 
-
+# %% ../nbs/07_lafter.ipynb
 def stage1_report(
     bank,  # senclip.zeroshot.PromptBank of the prompt set
     clf: nn.Linear,  # the stage-1 classifier
@@ -161,7 +147,7 @@ def stage1_report(
 def _is_vit(visual: nn.Module) -> bool:
     return all(hasattr(visual, a) for a in ("class_embedding", "positional_embedding", "transformer", "ln_pre", "conv1"))
 
-
+# %% ../nbs/07_lafter.ipynb
 class PromptedVisual(nn.Module):
     "An open_clip image tower with LaFTer's visual prompt tokens (ViT: after ln_pre); `prompts=False` runs the plain tower."
 
@@ -228,7 +214,7 @@ def trainable_parameters(
 def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
 
-
+# %% ../nbs/07_lafter.ipynb
 def _hue_shift(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     "Shift the hue of a (B,3,H,W) batch in [0,1] by h (B,) turns, through HSV (torchvision's adjust_hue, per sample)."
     r, g, b = x.unbind(1)
@@ -257,7 +243,7 @@ def _hue_shift(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     a3 = torch.stack((p, p, t, v, v, q), 1)
     return torch.stack([(mask * a).sum(1) for a in (a1, a2, a3)], 1)
 
-
+# %% ../nbs/07_lafter.ipynb
 def _blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
     "Per-sample Gaussian blur of a (B,3,H,W) batch with std `sigma` (B,) pixels: two grouped 1-D convolutions."
     B, C, H, W = x.shape
@@ -366,7 +352,7 @@ def _present(batch: list) -> list:
     "Collate that keeps the samples as a list and drops unreadable ones (None); a module-level function, so spawned workers can pickle it."
     return [s for s in batch if s is not None]
 
-
+# %% ../nbs/07_lafter.ipynb
 def load_images(
     dataset,  # a senclip dataset returning {'image': uint8 (3,h,w), 'label': int}
     num_workers: int = 0,
@@ -415,11 +401,11 @@ class LafterResult:
         accs = [h["acc"] for h in self.history if "acc" in h]
         return max(accs) if accs else None
 
-
+# %% ../nbs/07_lafter.ipynb
 def _seed_for(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
-
+# %% ../nbs/07_lafter.ipynb
 def pseudo_label_loss(
     logits: torch.Tensor,  # (B,C) student logits on the strong view
     teacher_logits: torch.Tensor,  # (B,C) teacher logits on the weak view
@@ -460,7 +446,7 @@ def predict(
         out.append(classifier(F.normalize(f, dim=-1) if normalize else f).float().cpu())
     return torch.cat(out)
 
-
+# %% ../nbs/07_lafter.ipynb
 @torch.no_grad()
 def embed(encoder: PromptedVisual, views: LafterViews, images: torch.Tensor, batch_size: int = 256, autocast: bool = False) -> torch.Tensor:
     "(N,D) L2-normalised features of the weak view through the plain tower (float32, CPU)."
@@ -483,13 +469,154 @@ def _frozen_fingerprint(encoder: PromptedVisual, trainable: dict) -> str:
         h.update(str(float(t.double().sum())).encode())
     return h.hexdigest()[:16]
 
-
+# %% ../nbs/07_lafter.ipynb
 def _ckpt_config(cfg: LafterConfig) -> dict:
     "The settings a checkpoint must be resumed with (all but bookkeeping)."
     d = cfg.to_dict()
     for k in ("name", "description", "seeds", "eval_every", "ckpt_every"):
         d.pop(k)
     return d
+
+# %% ../nbs/07_lafter.ipynb
+@dataclass
+class _Tuning:
+    "One stage-2 run: its modules and optimiser, and where it stands (restored from a checkpoint when resuming)."
+    cfg: LafterConfig
+    seed: int
+    encoder: PromptedVisual  # the tower with the prompt tokens (the student's; the teacher uses it without prompts)
+    teacher: nn.Linear  # frozen stage-1 classifier
+    student: nn.Linear  # the classifier being tuned
+    params: dict  # name -> trainable parameter
+    opt: torch.optim.Optimizer
+    views: LafterViews
+    dev: torch.device
+    autocast: bool
+    n_images: int
+    fingerprint: str = ""  # of the frozen tensors (what a checkpoint must be resumed on)
+    history: list = field(default_factory=list)
+    epoch: int = 0  # the epoch to run next
+    step: int = 0  # the step within it to run next
+    gstep: int = 0  # optimiser steps taken
+    resumed: int = 0  # global step of the checkpoint resumed from (0 = fresh)
+    partial: list | None = None  # losses and used fractions of the steps already taken in `epoch`
+
+    def result(self) -> LafterResult:
+        return LafterResult(self.encoder, self.student, self.history, self.gstep, self.resumed)
+
+# %% ../nbs/07_lafter.ipynb
+def _optimizer(params: dict, cfg: LafterConfig, dev: torch.device) -> torch.optim.Optimizer:
+    "AdamW over the trainable parameters; biases get no weight decay."
+    groups = [{"params": [p for n, p in params.items() if not n.endswith("bias")], "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in params.items() if n.endswith("bias")], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.999), fused=dev.type == "cuda")
+
+# %% ../nbs/07_lafter.ipynb
+def _setup_tuning(model, classifier: nn.Linear, cfg: LafterConfig, seed: int, n_images: int, device=None, mean=None,
+                  std=None, image_size: int | None = None) -> _Tuning:
+    "The modules of a stage-2 run: everything frozen but `trainable_parameters`; the tower in eval mode."
+    net = getattr(model, "model", model)
+    dev = torch.device(device) if device is not None else next(net.parameters()).device
+    mean = tuple(mean or getattr(model, "mean", None) or CLIP_MEAN)
+    std = tuple(std or getattr(model, "std", None) or CLIP_STD)
+    size = int(image_size or getattr(model, "image_size", None) or 224)
+    if cfg.teacher not in ("live", "frozen"):
+        raise UserError(f"LaFTer setting teacher={cfg.teacher!r}: choose live or frozen")
+    net.to(dev).eval().requires_grad_(False)
+    n_prompts = cfg.prompt_tokens if "prompts" in cfg.tune else 0  # untrained random prompts would only add noise
+    encoder = PromptedVisual(net.visual, n_prompts, seed=_seed_for(seed, 1)).to(dev)
+    teacher = copy.deepcopy(classifier).to(dev).eval().requires_grad_(False)
+    student = copy.deepcopy(classifier).to(dev).float()
+    encoder.requires_grad_(False)
+    student.requires_grad_(False)
+    params = trainable_parameters(encoder, student, cfg.tune)
+    for p in params.values():
+        p.requires_grad_(True)
+    run = _Tuning(cfg, seed, encoder, teacher, student, params, _optimizer(params, cfg, dev),
+                  LafterViews(size, mean, std, cfg.strong).to(dev), dev, cfg.precision == "bf16" and dev.type == "cuda",
+                  n_images)
+    run.fingerprint = _frozen_fingerprint(encoder, params)
+    return run
+
+# %% ../nbs/07_lafter.ipynb
+def _save(run: _Tuning, ckpt: str | Path | None, epoch: int, step: int, losses=(), used=()):
+    "Checkpoint `run` at (epoch, step), with the losses of the steps already taken in that epoch (atomic)."
+    if ckpt is None:
+        return
+    atomic_torch_save({
+        "partial": [[float(v) for v in losses], [float(v) for v in used]],
+        "format": "senclip-lafter-1", "trainable": {n: p.detach().cpu().clone() for n, p in run.params.items()},
+        "optimizer": run.opt.state_dict(), "epoch": epoch, "step": step, "global_step": run.gstep,
+        "history": run.history, "config": _ckpt_config(run.cfg), "seed": run.seed, "frozen": run.fingerprint,
+        "n_images": run.n_images,
+    }, ckpt)
+
+# %% ../nbs/07_lafter.ipynb
+def _resume(run: _Tuning, ckpt: str | Path | None, log: Callable | None = None):
+    "Continue `run` from `ckpt` when it exists: check it was written by this run, then restore tensors and position."
+    if ckpt is None or not Path(ckpt).exists():
+        return
+    st = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if st.get("format") != "senclip-lafter-1":
+        raise UserError(f"{ckpt}: not a senclip LaFTer checkpoint; delete it or pass another checkpoint path")
+    want = {"frozen": run.fingerprint, "seed": run.seed, "config": _ckpt_config(run.cfg), "n_images": run.n_images}
+    differs = next((k for k in want if st[k] != want[k]), None)
+    if differs:
+        raise UserError(f"{ckpt}: written by a different run (its {differs} differs); delete it to start again, "
+                        "or resume with the same model, seed, settings and images")
+    with torch.no_grad():
+        for n, p in run.params.items():
+            p.copy_(st["trainable"][n])
+    run.opt.load_state_dict(st["optimizer"])
+    run.history, run.epoch, run.step, run.gstep = list(st["history"]), st["epoch"], st["step"], st["global_step"]
+    run.partial, run.resumed = st.get("partial"), run.gstep
+    if log:
+        log(f"resumed from {ckpt} at epoch {run.epoch}, step {run.step} ({run.gstep} steps done)")
+
+# %% ../nbs/07_lafter.ipynb
+def _tune_step(run: _Tuning, x: torch.Tensor, idx: torch.Tensor, g: torch.Generator,
+               fixed_labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    "One optimiser step on the uint8 batch `x` (images `idx`); returns (loss, fraction of the batch used), detached."
+    cfg = run.cfg
+    weak, strong = run.views(x, run.views.sample_params(len(idx), g))
+    with torch.autocast(run.dev.type, dtype=torch.bfloat16, enabled=run.autocast):
+        if fixed_labels is None:
+            with torch.no_grad():
+                t_logits = run.teacher(F.normalize(run.encoder(weak, prompts=False).float(), dim=-1))
+        else:
+            t_logits = fixed_labels[idx]
+        f = run.encoder(strong, prompts=True).float()
+    logits = run.student(F.normalize(f, dim=-1) if cfg.student_norm else f)
+    loss, used = pseudo_label_loss(logits, t_logits, cfg.threshold, cfg.balance, cfg.label_smoothing)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    run.gstep += 1
+    return loss.detach(), used
+
+# %% ../nbs/07_lafter.ipynb
+def _tune_epoch(run: _Tuning, epoch: int, images: torch.Tensor, fixed_labels: torch.Tensor | None,
+                ckpt: str | Path | None, stop_after: int | None) -> dict | None:
+    "The steps of `epoch` (from `run.step` when resumed inside it) and its record; None when `stop_after` interrupts it."
+    N = run.n_images
+    bs = min(run.cfg.batch_size, N)
+    steps_per_epoch = max(1, N // bs)  # LaFTer's loader drops the last partial batch
+    order = torch.randperm(N, generator=torch.Generator().manual_seed(_seed_for(run.seed, 2, epoch))).to(run.dev)
+    losses, used = [], []
+    if run.step and run.partial is not None:  # resumed inside this epoch: the losses of its first steps
+        losses, used = ([torch.tensor(v, device=run.dev) for v in part] for part in run.partial)
+    for step in range(run.step, steps_per_epoch):
+        if stop_after is not None and run.gstep >= stop_after:
+            return None
+        idx = order[step * bs:(step + 1) * bs]
+        g = torch.Generator().manual_seed(_seed_for(run.seed, 3, epoch, step))
+        loss, u = _tune_step(run, images[idx], idx, g, fixed_labels)
+        losses.append(loss)
+        used.append(u)
+        if run.cfg.ckpt_every and run.gstep % run.cfg.ckpt_every == 0 and step + 1 < steps_per_epoch:
+            _save(run, ckpt, epoch, step + 1, losses, used)
+    run.step = 0
+    mean = lambda v: float(torch.stack(v).float().mean()) if v else float("nan")
+    return {"epoch": epoch + 1, "loss": mean(losses), "used": mean(used)}
 
 # %% ../nbs/07_lafter.ipynb
 def tune_unlabeled(
@@ -509,114 +636,27 @@ def tune_unlabeled(
     log: Callable | None = print,
 ) -> LafterResult:
     "LaFTer stage 2: tune the image tower's norm parameters / prompt tokens and the classifier on the teacher's pseudo-labels of unlabeled images."
-    net = getattr(model, "model", model)
-    dev = torch.device(device) if device is not None else next(net.parameters()).device
-    mean = tuple(mean or getattr(model, "mean", None) or (0.48145466, 0.4578275, 0.40821073))
-    std = tuple(std or getattr(model, "std", None) or (0.26862954, 0.26130258, 0.27577711))
-    size = int(image_size or getattr(model, "image_size", None) or 224)
-    if cfg.teacher not in ("live", "frozen"):
-        raise UserError(f"LaFTer setting teacher={cfg.teacher!r}: choose live or frozen")
-    autocast = cfg.precision == "bf16" and dev.type == "cuda"
-    net.to(dev).eval().requires_grad_(False)
-
-    n_prompts = cfg.prompt_tokens if "prompts" in cfg.tune else 0  # untrained random prompts would only add noise
-    encoder = PromptedVisual(net.visual, n_prompts, seed=_seed_for(seed, 1)).to(dev)
-    teacher = copy.deepcopy(classifier).to(dev).eval().requires_grad_(False)
-    student = copy.deepcopy(classifier).to(dev).float()
-    encoder.requires_grad_(False)
-    student.requires_grad_(False)
-    params = trainable_parameters(encoder, student, cfg.tune)
-    for p in params.values():
-        p.requires_grad_(True)
-    groups = [{"params": [p for n, p in params.items() if not n.endswith("bias")], "weight_decay": cfg.weight_decay},
-              {"params": [p for n, p in params.items() if n.endswith("bias")], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.999),
-                            fused=dev.type == "cuda")
-    views = LafterViews(size, mean, std, cfg.strong).to(dev)
-    images = images.to(dev)
+    run = _setup_tuning(model, classifier, cfg, seed, len(images), device, mean, std, image_size)
+    images = images.to(run.dev)
     if eval_images is not None:
-        eval_images = eval_images.to(dev)
-    N = len(images)
-    bs = min(cfg.batch_size, N)
-    steps_per_epoch = max(1, N // bs)  # LaFTer's loader drops the last partial batch
-
-    fingerprint = _frozen_fingerprint(encoder, params)
-    history, start_epoch, start_step, gstep, resumed, partial = [], 0, 0, 0, 0, None
-    if ckpt is not None and Path(ckpt).exists():
-        st = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if st.get("format") != "senclip-lafter-1":
-            raise UserError(f"{ckpt}: not a senclip LaFTer checkpoint; delete it or pass another checkpoint path")
-        if st["frozen"] != fingerprint or st["seed"] != seed or st["config"] != _ckpt_config(cfg) or st["n_images"] != N:
-            field = next(k for k in ("frozen", "seed", "config", "n_images")
-                         if st[k] != {"frozen": fingerprint, "seed": seed, "config": _ckpt_config(cfg), "n_images": N}[k])
-            raise UserError(f"{ckpt}: written by a different run (its {field} differs); delete it to start again, "
-                            "or resume with the same model, seed, settings and images")
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(st["trainable"][n])
-        opt.load_state_dict(st["optimizer"])
-        history, start_epoch, start_step, gstep = list(st["history"]), st["epoch"], st["step"], st["global_step"]
-        partial = st.get("partial")
-        resumed = gstep
-        if log:
-            log(f"resumed from {ckpt} at epoch {start_epoch}, step {start_step} ({gstep} steps done)")
-
-    def save(epoch: int, step: int, losses=(), used=()):
-        if ckpt is None:
-            return
-        atomic_torch_save({
-            "partial": [[float(v) for v in losses], [float(v) for v in used]],
-            "format": "senclip-lafter-1", "trainable": {n: p.detach().cpu().clone() for n, p in params.items()},
-            "optimizer": opt.state_dict(), "epoch": epoch, "step": step, "global_step": gstep, "history": history,
-            "config": _ckpt_config(cfg), "seed": seed, "frozen": fingerprint, "n_images": N,
-        }, ckpt)
-
+        eval_images = eval_images.to(run.dev)
+    _resume(run, ckpt, log)
     fixed_labels = None
     if cfg.teacher == "frozen":  # the untouched tower labels every image once
-        fixed_labels = predict(encoder, teacher, views, images, prompts=False, normalize=True, autocast=autocast).to(dev)
-
-    def evaluate() -> float:
-        return top1(predict(encoder, student, views, eval_images, True, cfg.student_norm, autocast=autocast), eval_labels)
-
-    for epoch in range(start_epoch, cfg.epochs):
-        order = torch.randperm(N, generator=torch.Generator().manual_seed(_seed_for(seed, 2, epoch))).to(dev)
-        losses, used = [], []
-        if start_step and partial is not None:  # resumed inside this epoch: the losses of its first steps
-            losses, used = [torch.tensor(v, device=dev) for v in partial[0]], [torch.tensor(v, device=dev) for v in partial[1]]
-        for step in range(start_step, steps_per_epoch):
-            if stop_after is not None and gstep >= stop_after:
-                return LafterResult(encoder, student, history, gstep, resumed)
-            idx = order[step * bs:(step + 1) * bs]
-            x = images[idx]
-            g = torch.Generator().manual_seed(_seed_for(seed, 3, epoch, step))
-            weak, strong = views(x, views.sample_params(len(idx), g))
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
-                if fixed_labels is None:
-                    with torch.no_grad():
-                        t_logits = teacher(F.normalize(encoder(weak, prompts=False).float(), dim=-1))
-                else:
-                    t_logits = fixed_labels[idx]
-                f = encoder(strong, prompts=True).float()
-            logits = student(F.normalize(f, dim=-1) if cfg.student_norm else f)
-            loss, u = pseudo_label_loss(logits, t_logits, cfg.threshold, cfg.balance, cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            gstep += 1
-            losses.append(loss.detach())
-            used.append(u)
-            if cfg.ckpt_every and gstep % cfg.ckpt_every == 0 and step + 1 < steps_per_epoch:
-                save(epoch, step + 1, losses, used)
-        start_step = 0
-        rec = {"epoch": epoch + 1, "loss": float(torch.stack(losses).float().mean()) if losses else float("nan"),
-               "used": float(torch.stack(used).float().mean()) if used else float("nan")}
+        fixed_labels = predict(run.encoder, run.teacher, run.views, images, prompts=False, normalize=True,
+                               autocast=run.autocast).to(run.dev)
+    for epoch in range(run.epoch, cfg.epochs):
+        rec = _tune_epoch(run, epoch, images, fixed_labels, ckpt, stop_after)
+        if rec is None:
+            break
         if eval_images is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            rec["acc"] = evaluate()
-        history.append(rec)
-        save(epoch + 1, 0)
+            rec["acc"] = top1(predict(run.encoder, run.student, run.views, eval_images, True, cfg.student_norm,
+                                      autocast=run.autocast), eval_labels)
+        run.history.append(rec)
+        _save(run, ckpt, epoch + 1, 0)
         if log:
             log(f"epoch {epoch + 1}/{cfg.epochs}: loss {rec['loss']:.4f}" + (f", top-1 {rec['acc']:.2f}%" if "acc" in rec else ""))
-    return LafterResult(encoder, student, history, gstep, resumed)
+    return run.result()
 
 # %% ../nbs/07_lafter.ipynb
 def split_indices(labels: torch.Tensor, split: str = "transductive", holdout: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -639,6 +679,27 @@ def split_indices(labels: torch.Tensor, split: str = "transductive", holdout: fl
     return torch.cat(tune).sort().values, torch.cat(test).sort().values
 
 # %% ../nbs/07_lafter.ipynb
+def _finished(
+    out: Path,  # the run's folder
+    want: dict,  # the settings its result.json must have
+    restart: bool,  # delete the result and the checkpoint instead
+) -> dict | None:
+    "The finished result in `out` when its settings are `want` (None: run it); a result with other settings is an error."
+    res_file = out / "result.json"
+    if restart:
+        for f in (res_file, out / "checkpoint.pt"):
+            f.unlink(missing_ok=True)
+        return None
+    if not res_file.exists():
+        return None
+    r = json.loads(res_file.read_text())
+    diff = [k for k, v in want.items() if r.get(k) != v]
+    if diff:
+        raise UserError(f"{res_file}: a finished run with other settings ({', '.join(diff)} differ); "
+                        "use another output folder, or restart=True (--restart) to replace it")
+    return r
+
+# %% ../nbs/07_lafter.ipynb
 def run_lafter(
     spec: str,  # model: registry name, checkpoint path or open_clip architecture (senclip.load)
     dataset,  # a senclip dataset (e.g. senclip.datasets.EuroSAT), or (images uint8 (N,3,h,w), labels) already loaded
@@ -656,32 +717,24 @@ def run_lafter(
     log: Callable | None = print,
 ) -> dict:
     "Stage 1 and stage 2 for one model, prompt set and seed; returns (and writes to out/result.json) the accuracies."
-    from senclip.zeroshot.evaluate import caveat
+    from senclip.checkpoints import load
     from senclip.zeroshot.prompts import get_prompts
-    from senclip.zeroshot.classify import PromptBank, load_model
+    from senclip.zeroshot.classify import PromptBank
 
     out = ensure_writable(out)
     res_file, ckpt = out / "result.json", out / "checkpoint.pt"
-    if restart:
-        for f in (res_file, ckpt):
-            f.unlink(missing_ok=True)
-    elif res_file.exists():
-        r = json.loads(res_file.read_text())
-        want = {"model": spec, "prompts": style, "seed": seed, "split": split, "config": cfg.to_dict()}
-        diff = [k for k, v in want.items() if r.get(k) != v]
-        if split == "inductive" and r.get("holdout") != holdout:
-            diff.append("holdout")
-        if diff:
-            raise UserError(f"{res_file}: a finished run with other settings ({', '.join(diff)} differ); "
-                            "use another output folder, or restart=True (--restart) to replace it")
-        return r
+    want = {"model": spec, "prompts": style, "seed": seed, "split": split, "config": cfg.to_dict(),
+            **({"holdout": holdout} if split == "inductive" else {})}
+    done = _finished(out, want, restart)
+    if done is not None:
+        return done
     t0 = time.time()
     dev = get_device(device)
     seed_everything(seed)
     images, labels = dataset if isinstance(dataset, tuple) else load_images(dataset, num_workers)
     classnames = getattr(dataset, "classnames", None)
     prompts = get_prompts(prompt_dataset, style, length, classnames=classnames)  # a bad prompt file fails before any work
-    model = load_model(spec, device=str(dev))
+    model = load(spec, device=str(dev))
     bank = PromptBank.build(model, prompts, list(prompts), cache=cache_dir("text"))
     tune_idx, test_idx = split_indices(labels, split, holdout, seed)
     autocast = cfg.precision == "bf16" and dev.type == "cuda"
@@ -698,7 +751,7 @@ def run_lafter(
         "model": spec, "name": getattr(model, "name", spec), "arch": getattr(model, "arch", ""), "prompts": style,
         "seed": seed, "split": split, "holdout": holdout if split == "inductive" else None, "n_tune": len(tune_idx), "n_test": len(test_idx), "n_sentences": len(bank.texts),
         **report, "stage2": tuned.acc, "stage2_best": tuned.best_acc, "steps": tuned.steps,
-        "untrained": bool(getattr(model, "untrained", False)), "caveat": caveat(model), "preset": cfg.name,
+        "untrained": bool(model.random_weights), "caveat": caveat(model), "preset": cfg.name,
         "config": cfg.to_dict(), "seconds": round(time.time() - t0, 1), "history": tuned.history,
     }
     atomic_write_json(res_file, result)
@@ -723,7 +776,7 @@ def published_for(r: dict) -> tuple[float, float] | None:
             and not r.get("caveat") and r.get("n_test") == EUROSAT_SIZE and str(r.get("arch", "")).startswith("ViT-B-32"))
     return PUBLISHED_TABLE2.get(key) if same else None
 
-
+# %% ../nbs/07_lafter.ipynb
 def table2(results: Sequence[dict]) -> "pd.DataFrame":
     "One row per (model, prompt set): mean ± std over seeds of each stage, and the published number where it applies."
     import pandas as pd
@@ -744,7 +797,7 @@ def table2(results: Sequence[dict]) -> "pd.DataFrame":
         rows.append(row)
     return pd.DataFrame(rows)
 
-
+# %% ../nbs/07_lafter.ipynb
 def format_table2(t: "pd.DataFrame") -> "pd.DataFrame":
     "Table 2 as text cells 'mean ± std', with the caveat in the model's name."
     def pm(m, s):
@@ -790,13 +843,7 @@ def senclip_lafter(
     from senclip.zeroshot.evaluate import check_model, make_dataset
     from senclip.zeroshot.prompts import get_prompts
 
-    cfg = lafter_preset("demo" if demo else preset)
-    if set:
-        pairs = [kv.split("=", 1) for kv in set.replace(",", " ").split()]
-        bad = [p[0] for p in pairs if len(p) != 2]
-        if bad:
-            raise UserError(f"--set: {bad[0]!r} is not field=value (e.g. --set 'epochs=10 balance=true')")
-        cfg = cfg.replace(**dict(pairs))
+    cfg = lafter_preset("demo" if demo else preset, **split_overrides(set.replace(",", " ").split()))  # core's --set
     seed_list = [int(s) for s in seeds.replace(",", " ").split()] if seeds else list(cfg.seeds)
     if demo:
         model = "senclip-tiny-vit" if model == "senclip-vit-b-32-avgpool" else model

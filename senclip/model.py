@@ -69,7 +69,7 @@ class GroundPool(nn.Module):
             raise ValueError(f"Unknown pooling {kind!r}; choose one of {POOLINGS} (preset field 'pooling')")
         self.kind = kind
         # the all-missing check reads the mask on the host (a device sync); a CUDA-graphed training step turns it
-        # off and checks each batch's mask on the CPU before copying it in (senclip.augment.TrainStep)
+        # off and checks each batch's mask on the CPU before copying it in (senclip.train_step.TrainStep)
         self.check_masks = True
         if kind == "attn_image":
             self.linear = nn.Linear(dim, 1, bias=False)
