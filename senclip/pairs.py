@@ -311,6 +311,24 @@ def expected_dim(arch: str) -> int | None:
     return int(cfg["embed_dim"]) if cfg else None
 
 # %% ../nbs/01e_pairs.ipynb
+def _check_store(
+    preset: Preset,  # what will be trained
+    store,  # the EmbeddingStore (arch, model_name, dim)
+    store_path: str | Path,  # named in the error
+):
+    "Refuse a ground-embedding store made by another architecture, or with another embedding size, than `preset` trains."
+    want, have = _arch_family(preset.arch), _arch_family(store.arch or store.model_name)
+    dim = expected_dim(preset.arch)
+    if dim is not None and dim != store.dim:
+        raise ValueError(f"{store_path}: ground embeddings have D={store.dim} ({store.model_name}) but "
+                         f"preset arch {preset.arch} embeds to D={dim}. Rebuild the store with "
+                         f"`senclip_pairs --model {preset.arch}` or pick the matching preset.")
+    if have and want != have and not want.startswith(have):
+        raise ValueError(f"{store_path}: ground embeddings come from {store.model_name!r} but the preset "
+                         f"trains {preset.arch!r}; rebuild the store with that architecture "
+                         "(or pass check_model=False if this is intended)")
+
+# %% ../nbs/01e_pairs.ipynb
 class PairDataset:
     "Sentinel-2 patches with their frozen ground embeddings: dict(image uint8 (3,P,P), ground (4,D), mask (4,), meta)."
 
@@ -330,16 +348,7 @@ class PairDataset:
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         self.store = EmbeddingStore.load(store_path)
         if check_model:
-            want, have = _arch_family(self.preset.arch), _arch_family(self.store.arch or self.store.model_name)
-            dim = expected_dim(self.preset.arch)
-            if dim is not None and dim != self.store.dim:
-                raise ValueError(f"{store_path}: ground embeddings have D={self.store.dim} ({self.store.model_name}) but "
-                                 f"preset arch {self.preset.arch} embeds to D={dim}. Rebuild the store with "
-                                 f"`senclip_pairs --model {self.preset.arch}` or pick the matching preset.")
-            if have and want != have and not want.startswith(have):
-                raise ValueError(f"{store_path}: ground embeddings come from {self.store.model_name!r} but the preset "
-                                 f"trains {self.preset.arch!r}; rebuild the store with that architecture "
-                                 "(or pass check_model=False if this is intended)")
+            _check_store(self.preset, self.store, store_path)
         m = read_manifest(manifest_path)
         keep = (m.status == "ok") & (m.patch != "") & m["id"].astype(str).isin(set(self.store.ids))
         if split is not None:

@@ -131,6 +131,14 @@ def _product_of(tags: dict, names: Iterable[str], bands: Iterable[str]) -> str |
     return "L2A" if "SCL" in bands else None
 
 # %% ../nbs/01b_sentinel2.ipynb
+def _remote_gdal_defaults(paths: Iterable) -> None:
+    "When any path is remote, GDAL defaults for COGs over HTTP: no directory listings, polite retries (set values win)."
+    if any(str(p).startswith(("http://", "https://", "/vsicurl")) for p in paths):
+        for k, v in {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": "4",
+                     "GDAL_HTTP_RETRY_DELAY": "1", "VSI_CACHE": "TRUE"}.items():
+            os.environ.setdefault(k, v)
+
+# %% ../nbs/01b_sentinel2.ipynb
 class Scene:
     "The bands of one Sentinel-2 acquisition, each opened once, read on the grid of the finest band."
 
@@ -143,10 +151,7 @@ class Scene:
         date: str | None = None,
     ):
         self.sources, self._open = dict(sources), {}
-        if any(str(p).startswith(("http://", "https://", "/vsicurl")) for p, _ in self.sources.values()):
-            for k, v in {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MAX_RETRY": "4",
-                         "GDAL_HTTP_RETRY_DELAY": "1", "VSI_CACHE": "TRUE"}.items():
-                os.environ.setdefault(k, v)  # remote COGs: no directory listings, polite retries
+        _remote_gdal_defaults(p for p, _ in self.sources.values())
         for band, (path, _) in self.sources.items():
             if path not in self._open:
                 self._open[path] = _open_raster(path)
