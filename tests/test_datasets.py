@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from senclip.datasets import (BEN43_TO_19, BEN19_CLASSES, BEN_AUTHORS_CONFIG, BEN_OFFICIAL_BANDS, BEN_SPLITS, BadSampleError, BigEarthNet,
-                                EuroSAT, EUROSAT_COUNTS, LucasLandCover, collate_skip, download_eurosat,
+                                EuroSAT, EUROSAT_COUNTS, LucasLandCover, SenclipDataset, collate_skip, download_eurosat,
                                 make_lucas_fixture, official_subset)
 from senclip.core import UserError, sample_dir
 
@@ -201,6 +201,32 @@ def test_lucas_skipped_files_are_named(tmp_path):
     ds = LucasLandCover(man, on_error="skip")
     assert [ds[i] is None for i in range(4)] == [False, False, True, False]
     assert [(s["index"], s["path"]) for s in ds.skipped] == [(2, str(bad))]
+
+
+def test_every_dataset_shares_the_base_interface(tmp_path):
+    "One base class: callers ask the dataset (benchmark, classes, source, fingerprint, skipped_files, plot), never its name or attributes."
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [EuroSAT(sample_dir("eurosat")), BigEarthNet(sample_dir("bigearthnet"), split="all"),
+                LucasLandCover(make_lucas_fixture(tmp_path, n=8))]
+    assert [d.benchmark for d in datasets] == ["eurosat", "bigearthnet19", "lucas-lc1"]
+    assert [d.multilabel for d in datasets] == [False, True, False]
+    for d in datasets:
+        assert isinstance(d, SenclipDataset) and d.on_error == "raise" and d.skipped == []
+        assert len(d.classes) == len(d.classnames) > 1
+        assert Path(d.source(0)).exists()
+        assert len(d.fingerprint()) == 16 and d.fingerprint() == d.fingerprint()
+        assert d.skipped_files() == [] and d.skipped_files(np.ones(len(d), bool)) == []
+        s = d[0]
+        assert s["image"].dtype == torch.uint8 and s["image"].shape[0] == 3
+        ax = d.plot(s, prediction=s["label"])
+        assert d.label_text(s["label"]) in ax.get_title() and "pred:" in ax.get_title()
+        plt.close("all")
+    with pytest.raises(ValueError, match="'raise' or 'skip'"):
+        EuroSAT(sample_dir("eurosat"), on_error="warn")
 
 
 # ---- BigEarthNet: the official test split by default, and the authors' subset --------------------------------------
