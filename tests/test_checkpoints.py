@@ -267,3 +267,26 @@ def test_random_weights_are_the_same_in_every_process():
     assert runs[0][0] == runs[1][0]  # the same weights in two processes
     torch.manual_seed(123)
     assert float(runs[0][1]) == torch.rand(1).item()  # and the caller's random stream is left as it was
+
+
+def test_loading_a_file_is_silent_and_backbones_load_through_checkpoints(tmp_path):
+    """A checkpoint is built on the meta device through core.create_model: open_clip's 'No pretrained weights loaded'
+    line (meant for random init) is not printed; build_senclip's backbone comes from the same loader."""
+    from senclip.core import create_model
+
+    torch.save(create_model("senclip-tiny-rn").state_dict(), tmp_path / "rn.pt")
+    code = textwrap.dedent(f"""
+        import logging
+        logging.basicConfig(level=logging.WARNING)
+        from senclip.checkpoints import load
+        from senclip.core import get_preset
+        from senclip.model import build_senclip
+        zs = load({str(tmp_path / 'rn.pt')!r}, norm="senclip")
+        m = build_senclip(get_preset("tiny", arch="senclip-tiny-rn", pretrained={str(tmp_path / 'rn.pt')!r}))
+        print("archs", zs.arch, m.arch)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "archs senclip-tiny-rn senclip-tiny-rn" in out.stdout
+    assert "No pretrained weights" not in out.stderr, out.stderr
