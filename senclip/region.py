@@ -371,18 +371,22 @@ def plot_mosaic(
     img = np.clip(np.moveaxis(rgb, 0, -1) / hi, 0, 1)
     if scl is not None:
         img[np.isin(scl, list(SCL_CLOUDY))] = (0.6, 0.2, 0.8)
-    ax = ax or plt.subplots(figsize=(6, 5))[1]
+    ax = ax or plt.subplots(figsize=(8, 5))[1]
     ax.imshow(img, extent=(b.left, b.right, b.bottom, b.top))
     tr = Transformer.from_crs(4326, crs, always_xy=True)
-    if footprints:
+    x_all, y_all = [b.left, b.right], [b.bottom, b.top]
+    if footprints:  # the view widens to the footprints: how much of each scene the box used
         for (sid, geom), col in zip(json.loads(tags.get("FOOTPRINTS", "{}")).items(), plt.cm.tab10.colors):
             xs, ys = tr.transform(*zip(*[p[:2] for p in geom["coordinates"][0]]))
             ax.plot(xs, ys, color=col, lw=1.5, label=sid)
+            x_all, y_all = x_all + list(xs), y_all + list(ys)
         w, s, e, n = (float(v) for v in tags["BBOX"].split(","))
         xs, ys = tr.transform([w, e, e, w, w], [s, s, n, n, s])
         ax.plot(xs, ys, "k--", lw=1, label="bbox")
-        ax.legend(fontsize=7, loc="lower right")
-    ax.set(xlim=(b.left, b.right), ylim=(b.bottom, b.top), title=f"Sentinel-2 mosaic {tags.get('DATE', '')} ({crs})")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    pad = 0.03 * max(max(x_all) - min(x_all), max(y_all) - min(y_all))
+    ax.set(xlim=(min(x_all) - pad, max(x_all) + pad), ylim=(min(y_all) - pad, max(y_all) + pad), facecolor="0.9",
+           title=f"Sentinel-2 mosaic {tags.get('DATE', '')} ({crs})")
     ax.ticklabel_format(useOffset=False, style="plain")
     ax.tick_params(labelsize=7)
     return ax.figure
