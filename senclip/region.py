@@ -80,9 +80,10 @@ def check_reachable(
 
 # %% ../nbs/05b_region.ipynb
 def _cloud(item) -> float:
+    "The item's scene cloud cover, percent (100 when it does not say)."
     return float(item.properties.get("eo:cloud_cover", 100.0))
 
-
+# %% ../nbs/05b_region.ipynb
 def _search(source: StacSource, bbox, start, end) -> list:
     "`source.search` with failures of the catalogue turned into one-line `UserError`s."
     try:
