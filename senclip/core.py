@@ -24,9 +24,9 @@ import numpy as np
 
 # %% auto 0
 __all__ = ['SENCLIP_MEAN', 'SENCLIP_STD', 'CLIP_MEAN', 'CLIP_STD', 'PRESETS', 'UNTRAINED', 'DEMO_WEIGHTS', 'DEMO_RUN',
-           'TINY_ARCH_PREFIX', 'Preset', 'check_fields', 'get_preset', 'cache_dir', 'package_dir', 'repo_root',
-           'sample_dir', 'seed_everything', 'get_device', 'dist_env', 'dist_setup', 'DistInfo', 'distributed',
-           'barrier', 'all_gather_objects', 'UserError', 'cli_errors', 'split_overrides', 'parse_value',
+           'TINY_ARCH_PREFIX', 'Preset', 'check_fields', 'parse_value', 'get_preset', 'cache_dir', 'package_dir',
+           'repo_root', 'sample_dir', 'seed_everything', 'get_device', 'dist_env', 'dist_setup', 'DistInfo',
+           'distributed', 'barrier', 'all_gather_objects', 'UserError', 'cli_errors', 'split_overrides',
            'apply_overrides', 'atomic_path', 'atomic_write', 'atomic_write_json', 'atomic_torch_save',
            'ensure_writable', 'fingerprint', 'ShardCache', 'collate_skip', 'is_true', 'caveat', 'OfflineError',
            'ChecksumError', 'is_offline', 'sha256sum', 'download_url', 'git_commit', 'machine_name', 'run_metadata',
@@ -99,20 +99,62 @@ def check_fields(overrides: dict):
         raise KeyError(f"Unknown preset field(s) {bad}. Known fields: {sorted(known)}")
 
 # %% ../nbs/00_core.ipynb
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_value(
+    text,  # the value as typed (a str); anything else is returned unchanged
+    kind,  # the field's type: bool, int, float, str, Path, tuple[...], X | None, Literal[...], list, dict
+    current=None,  # the field's current value (its type is used when `kind` says nothing more)
+):
+    "Convert a `--set` string to `kind`; raises ValueError saying what was expected."
+    import typing
+
+    if not isinstance(text, str):
+        return text
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Union or type(kind).__name__ == "UnionType":
+        if type(None) in args and text.strip().lower() in ("none", "null", ""):
+            return None
+        rest = [a for a in args if a is not type(None)]
+        return parse_value(text, rest[0] if len(rest) == 1 else type(current) if current is not None else str, current)
+    if origin is typing.Literal:
+        if text not in [str(a) for a in args]:
+            raise ValueError(f"expects one of {list(args)}, got {text!r}")
+        return next(a for a in args if str(a) == text)
+    if kind is tuple or origin is tuple or (kind in (None, typing.Any) and isinstance(current, tuple)):
+        items = [s for s in text.replace(",", " ").split() if s]
+        el = args[0] if args else (type(current[0]) if current else str)
+        return tuple(parse_value(s, el) for s in items)
+    if kind in (list, dict) or origin in (list, dict):
+        return json.loads(text)
+    if kind in (None, typing.Any) and current is not None:
+        kind = type(current)
+    if kind is bool:
+        if text.lower() not in _TRUE + _FALSE:
+            raise ValueError(f"expects a boolean (true/false), got {text!r}")
+        return text.lower() in _TRUE
+    if kind is int:
+        v = float(text)
+        if v != int(v):
+            raise ValueError(f"expects a whole number, got {text!r}")
+        return int(v)
+    if kind is float:
+        return float(text)
+    if kind is Path:
+        return Path(text)
+    return text
+
+# %% ../nbs/00_core.ipynb
 def _coerce(p: Preset, k: str, v):
-    "Coerce a CLI/papermill string (or list) to the type of field `k`."
+    "Coerce a CLI/papermill string (or list) to the type of field `k`, as `parse_value` does for any config."
     cur = getattr(p, k)
-    if isinstance(cur, tuple) and not isinstance(v, tuple):
-        if isinstance(v, str):
-            v = [s for s in v.replace(",", " ").split() if s]
-        v = tuple(type(cur[0])(x) if cur else x for x in v)
-    elif isinstance(cur, bool) and isinstance(v, str):
-        if v.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise ValueError(f"Preset field {k!r} expects a boolean, got {v!r}")
-        v = v.lower() in ("1", "true", "yes")
-    elif isinstance(cur, (int, float)) and not isinstance(cur, bool) and isinstance(v, str):
-        v = type(cur)(float(v)) if isinstance(cur, int) else float(v)
-    return v
+    if isinstance(cur, tuple) and isinstance(v, list):
+        return tuple(type(cur[0])(x) if cur else x for x in v)
+    try:
+        return parse_value(v, None, cur)
+    except ValueError as e:
+        raise ValueError(f"Preset field {k!r} {e}") from None
 
 # %% ../nbs/00_core.ipynb
 PRESETS: dict[str, Preset] = {
@@ -366,53 +408,6 @@ def split_overrides(
         k, v = it.split("=", 1)
         out[k.strip().replace("-", "_")] = v.strip()
     return out
-
-# %% ../nbs/00_core.ipynb
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def parse_value(
-    text,  # the value as typed (a str); anything else is returned unchanged
-    kind,  # the field's type: bool, int, float, str, Path, tuple[...], X | None, Literal[...], list, dict
-    current=None,  # the field's current value (its type is used when `kind` says nothing more)
-):
-    "Convert a `--set` string to `kind`; raises ValueError saying what was expected."
-    import typing
-
-    if not isinstance(text, str):
-        return text
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin is typing.Union or type(kind).__name__ == "UnionType":
-        if type(None) in args and text.strip().lower() in ("none", "null", ""):
-            return None
-        rest = [a for a in args if a is not type(None)]
-        return parse_value(text, rest[0] if len(rest) == 1 else type(current) if current is not None else str, current)
-    if origin is typing.Literal:
-        if text not in [str(a) for a in args]:
-            raise ValueError(f"expects one of {list(args)}, got {text!r}")
-        return next(a for a in args if str(a) == text)
-    if kind is tuple or origin is tuple or (kind in (None, typing.Any) and isinstance(current, tuple)):
-        items = [s for s in text.replace(",", " ").split() if s]
-        el = args[0] if args else (type(current[0]) if current else str)
-        return tuple(parse_value(s, el) for s in items)
-    if kind in (list, dict) or origin in (list, dict):
-        return json.loads(text)
-    if kind in (None, typing.Any) and current is not None:
-        kind = type(current)
-    if kind is bool:
-        if text.lower() not in _TRUE + _FALSE:
-            raise ValueError(f"expects a boolean (true/false), got {text!r}")
-        return text.lower() in _TRUE
-    if kind is int:
-        v = float(text)
-        if v != int(v):
-            raise ValueError(f"expects a whole number, got {text!r}")
-        return int(v)
-    if kind is float:
-        return float(text)
-    if kind is Path:
-        return Path(text)
-    return text
 
 # %% ../nbs/00_core.ipynb
 def apply_overrides(
