@@ -251,6 +251,7 @@ def _cli(*args, cwd):
                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     r = _cli(f"--bbox={','.join(map(str, BBOX))}", "--date", "2018-06", "--catalog", CATALOG, "--out", tmp_path, "--quiet",
              cwd=tmp_path)

@@ -94,3 +94,17 @@ def test_search_select_and_cut_through_a_stac_api(stac_api, tmp_path):
 def test_planetary_computer_is_signed_by_default():
     assert StacSource().sign and StacSource().collection == "sentinel-2-l2a"
     assert not StacSource(str(STAC / "catalog.json")).sign
+
+
+def test_region_search_through_a_stac_api(stac_api):
+    "StacSource.search (regions, senclip.region): one POST with the box, the month and the server-side cloud filter."
+    from senclip.stac import month_window
+
+    url, searches = stac_api
+    with open_scene(STAC / "cog") as cog:
+        tr = Transformer.from_crs(cog.crs, 4326, always_xy=True)
+        (w, n), (e, s) = (tr.transform(*(cog.transform @ (c, r))) for c, r in [(30, 30), (60, 60)])
+    got = StacSource(url, max_cloud=12).search((w, s, e, n), *month_window("2018-06"))
+    assert [it.id for it in got] == ["S2_20180620_c05"]  # June, under 12 %; the Europe item is elsewhere
+    assert searches[-1]["bbox"] == [w, s, e, n] and searches[-1]["query"] == {"eo:cloud_cover": {"lt": 12}}
+    assert searches[-1]["datetime"].startswith("2018-06-01T00:00:00") and len(searches) == 1
