@@ -1,6 +1,6 @@
 """Ground-photo embedding sharded with torchrun (issue 13, item 2): two gloo processes on CPU write the same store as
-one process (each rank embeds its own shards, rank 0 assembles), and a two-process run killed with SIGKILL resumes:
-the shards it finished are reused, not recomputed."""
+one process (each rank embeds its own shards, rank 0 assembles), a two-process run killed with SIGKILL resumes:
+the shards it finished are reused, not recomputed; and the command runs in one process without torchrun."""
 import os
 import signal
 import subprocess
@@ -137,3 +137,18 @@ def test_killed_two_process_run_resumes_with_its_finished_shards(tmp_path):
                        progress=False)
     torch.testing.assert_close(store.embeddings[k * shard:(k + 1) * shard], ref.embeddings, atol=1e-5, rtol=1e-5)
     assert not parts.exists()
+
+
+@pytest.mark.slow  # starts open_clip and the tiny tower: about 10 s on a busy 2-core machine
+def test_command_in_one_process(tmp_path, capsys):
+    "The torchrun entry point without torchrun (the function under its command-line parser): a pair manifest's 'ok' rows."
+    from senclip.embeddings import senclip_embed
+
+    table, _ = _photo_table(tmp_path, 6)
+    table.assign(status=["ok"] * 5 + ["rejected"]).to_csv(tmp_path / "manifest.csv", index=False)
+    senclip_embed.__wrapped__(str(tmp_path / "manifest.csv"), str(tmp_path / "g.safetensors"), model="senclip-tiny-vit",
+                              pretrained="", batch_size=8, shard_size=2, photo_size=0, dtype="float32", device="cpu")
+    store = EmbeddingStore.load(tmp_path / "g.safetensors")
+    assert store.ids == list(table.id[:5])
+    assert torch.equal(store.mask, torch.from_numpy((table[COLS] != "").to_numpy()[:5]))
+    assert "EmbeddingStore(5 points" in capsys.readouterr().out
