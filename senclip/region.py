@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -205,8 +206,11 @@ def read_scene(
     if missing:
         raise UserError(f"STAC item {item.id}: no asset for band(s) {missing} (it has {sorted(hrefs)}); pass --bands "
                         "naming bands it has, or use a catalogue of Sentinel-2 L2A scenes")
-    data = np.stack([_warp(hrefs[b], grid, window, "bilinear") for b in bands])
-    scl = _warp(hrefs["SCL"], grid, window, "nearest").astype(np.uint8) if "SCL" in hrefs else None
+    jobs = [(hrefs[b], "bilinear") for b in bands] + ([(hrefs["SCL"], "nearest")] if "SCL" in hrefs else [])
+    with ThreadPoolExecutor(min(4, len(jobs))) as pool:  # remote COGs: the bands' requests overlap
+        out = list(pool.map(lambda j: _warp(j[0], grid, window, j[1]), jobs))
+    data = np.stack(out[:len(bands)])
+    scl = out[-1].astype(np.uint8) if "SCL" in hrefs else None
     offset = int(dn_offset(item) or 0)
     if offset:
         valid = (data > 0).all(0)
@@ -335,7 +339,7 @@ def build_mosaic(
     max_cloud: float = 50.0,  # scene eo:cloud_cover limit, percent
     resolution: float = 10.0,  # pixel size, metres
     crs: str | None = None,  # output CRS; None = the UTM zone of the bbox centre
-    sign: bool | None = None,  # sign asset addresses (planetary_computer); None = only for the Planetary Computer
+    sign: bool | None = None,  # sign asset addresses (planetary_computer); None = only for the PC (a StacSource: its own)
     widen_months: int = 0,  # when the month has no scene, also search +-1 ... +-k months
     max_scenes: int = 20,  # read at most this many scenes (least cloudy first)
     name: str | None = None,  # file name; default s2_mosaic_<month>_<W>_<S>_<E>_<N>.tif
