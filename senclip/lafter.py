@@ -257,6 +257,51 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tenso
     return y.view(B, C, H, W)
 
 # %% ../nbs/07_lafter.ipynb
+def _simclr_params(n: int, generator: torch.Generator) -> dict:
+    "The SimCLR view's random choices for `n` images (CPU tensors): crop, flip, jitter, hue, grayscale, blur."
+    u = lambda *s: torch.rand(*s, generator=generator)
+    area = 0.2 + 0.8 * u(n, 10)  # RandomResizedCrop(scale=(0.2, 1), ratio=(3/4, 4/3)): 10 tries, as torchvision
+    logr = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u(n, 10)
+    w, h = (area * logr.exp()).sqrt(), (area / logr.exp()).sqrt()
+    ok = (w <= 1) & (h <= 1)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.zeros(n, dtype=torch.long))
+    w = torch.where(ok.any(1), w.gather(1, first[:, None])[:, 0], torch.ones(n))
+    h = torch.where(ok.any(1), h.gather(1, first[:, None])[:, 0], torch.ones(n))
+    return {
+        "w": w, "h": h, "cx": (u(n) * (1 - w)) + w / 2, "cy": (u(n) * (1 - h)) + h / 2,
+        "flip": u(n) < 0.5,
+        "jitter": u(n) < 0.8,
+        "bcs": 0.6 + 0.8 * u(n, 3),  # brightness, contrast, saturation factors in [0.6, 1.4]
+        "hue": -0.1 + 0.2 * u(n),
+        "gray": u(n) < 0.2,
+        "sigma": 0.1 + 1.9 * u(n),
+    }
+
+# %% ../nbs/07_lafter.ipynb
+def _simclr_view(x: torch.Tensor, p: dict, size: int, sigma_scale: float) -> torch.Tensor:
+    "The SimCLR view (B,3,size,size) in [0,1] of a uint8 batch `x` with the choices `p` of `_simclr_params`."
+    dev, B = x.device, x.shape[0]
+    pin = dev.type == "cuda"  # one pinned, non-blocking copy: a copy from pageable memory would wait for the GPU
+    p = {k: (v.pin_memory() if pin else v).to(dev, non_blocking=True) for k, v in p.items()}
+    theta = torch.zeros(B, 2, 3, device=dev)
+    theta[:, 0, 0] = p["w"] * torch.where(p["flip"], -1.0, 1.0)
+    theta[:, 0, 2] = 2 * p["cx"] - 1
+    theta[:, 1, 1] = p["h"]
+    theta[:, 1, 2] = 2 * p["cy"] - 1
+    grid = F.affine_grid(theta, [B, 3, size, size], align_corners=False)
+    y = F.grid_sample(x.float() / 255.0, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    j = p["jitter"].view(B, 1, 1, 1)
+    b, c, s = (p["bcs"][:, i].view(B, 1, 1, 1) for i in range(3))
+    z = (y * b).clamp(0, 1)
+    z = (c * z + (1 - c) * _gray(z).mean((-2, -1), keepdim=True)).clamp(0, 1)
+    z = (s * z + (1 - s) * _gray(z)).clamp(0, 1)
+    z = _hue_shift(z, p["hue"])
+    y = torch.where(j, z, y)
+    y = torch.where(p["gray"].view(B, 1, 1, 1), _gray(y).expand(-1, 3, -1, -1), y)
+    y = _blur(y, p["sigma"] * sigma_scale, 2.0 * sigma_scale)
+    return y
+
+# %% ../nbs/07_lafter.ipynb
 class LafterViews(nn.Module):
     "uint8 batch (B,3,h,w) on any device -> the weak and the strong normalised float view (B,3,S,S)."
 
@@ -299,23 +344,7 @@ class LafterViews(nn.Module):
             return self.randaugment.sample_params(n, generator)
         if self.strong == "none":
             return {}
-        u = lambda *s: torch.rand(*s, generator=generator)
-        area = 0.2 + 0.8 * u(n, 10)  # RandomResizedCrop(scale=(0.2, 1), ratio=(3/4, 4/3)): 10 tries, as torchvision
-        logr = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u(n, 10)
-        w, h = (area * logr.exp()).sqrt(), (area / logr.exp()).sqrt()
-        ok = (w <= 1) & (h <= 1)
-        first = torch.where(ok.any(1), ok.float().argmax(1), torch.zeros(n, dtype=torch.long))
-        w = torch.where(ok.any(1), w.gather(1, first[:, None])[:, 0], torch.ones(n))
-        h = torch.where(ok.any(1), h.gather(1, first[:, None])[:, 0], torch.ones(n))
-        return {
-            "w": w, "h": h, "cx": (u(n) * (1 - w)) + w / 2, "cy": (u(n) * (1 - h)) + h / 2,
-            "flip": u(n) < 0.5,
-            "jitter": u(n) < 0.8,
-            "bcs": 0.6 + 0.8 * u(n, 3),  # brightness, contrast, saturation factors in [0.6, 1.4]
-            "hue": -0.1 + 0.2 * u(n),
-            "gray": u(n) < 0.2,
-            "sigma": 0.1 + 1.9 * u(n),
-        }
+        return _simclr_params(n, generator)
 
     def strong_view(self, x: torch.Tensor, p: dict) -> torch.Tensor:
         "The student's view of a uint8 batch with the choices `p` from `sample_params`."
@@ -323,26 +352,7 @@ class LafterViews(nn.Module):
             return self.randaugment(x, p)
         if self.strong == "none":
             return self.weak(x)
-        dev, B = x.device, x.shape[0]
-        pin = dev.type == "cuda"  # one pinned, non-blocking copy: a copy from pageable memory would wait for the GPU
-        p = {k: (v.pin_memory() if pin else v).to(dev, non_blocking=True) for k, v in p.items()}
-        theta = torch.zeros(B, 2, 3, device=dev)
-        theta[:, 0, 0] = p["w"] * torch.where(p["flip"], -1.0, 1.0)
-        theta[:, 0, 2] = 2 * p["cx"] - 1
-        theta[:, 1, 1] = p["h"]
-        theta[:, 1, 2] = 2 * p["cy"] - 1
-        grid = F.affine_grid(theta, [B, 3, self.size, self.size], align_corners=False)
-        y = F.grid_sample(x.float() / 255.0, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        j = p["jitter"].view(B, 1, 1, 1)
-        b, c, s = (p["bcs"][:, i].view(B, 1, 1, 1) for i in range(3))
-        z = (y * b).clamp(0, 1)
-        z = (c * z + (1 - c) * _gray(z).mean((-2, -1), keepdim=True)).clamp(0, 1)
-        z = (s * z + (1 - s) * _gray(z)).clamp(0, 1)
-        z = _hue_shift(z, p["hue"])
-        y = torch.where(j, z, y)
-        y = torch.where(p["gray"].view(B, 1, 1, 1), _gray(y).expand(-1, 3, -1, -1), y)
-        y = _blur(y, p["sigma"] * self.sigma_scale, 2.0 * self.sigma_scale)
-        return self._norm(y)
+        return self._norm(_simclr_view(x, p, self.size, self.sigma_scale))
 
     def forward(self, x: torch.Tensor, params: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return self.weak(x), self.strong_view(x, params)
@@ -700,6 +710,17 @@ def _finished(
     return r
 
 # %% ../nbs/07_lafter.ipynb
+def _stage1(model, bank, images: torch.Tensor, labels: torch.Tensor, cfg: LafterConfig, seed: int,
+            dev: torch.device) -> tuple[nn.Linear, dict]:
+    "Stage 1: the text classifier of the prompt bank, and `stage1_report` on the (test) images."
+    autocast = cfg.precision == "bf16" and dev.type == "cuda"
+    views = LafterViews(model.image_size, model.mean, model.std, "none").to(dev)
+    img_emb = embed(PromptedVisual(model.model.visual, 0), views, images.to(dev), autocast=autocast)
+    clf = train_text_classifier(bank.emb, bank.cls, bank.n_classes, cfg.text_steps, cfg.text_lr, cfg.text_noise,
+                                cfg.text_weight_decay, cfg.label_smoothing, seed=seed, device=dev)
+    return clf, stage1_report(bank, clf, img_emb, labels)
+
+# %% ../nbs/07_lafter.ipynb
 def run_lafter(
     spec: str,  # model: registry name, checkpoint path or open_clip architecture (senclip.load)
     dataset,  # a senclip dataset (e.g. senclip.datasets.EuroSAT), or (images uint8 (N,3,h,w), labels) already loaded
@@ -737,12 +758,7 @@ def run_lafter(
     model = load(spec, device=str(dev))
     bank = PromptBank.build(model, prompts, list(prompts), cache=cache_dir("text"))
     tune_idx, test_idx = split_indices(labels, split, holdout, seed)
-    autocast = cfg.precision == "bf16" and dev.type == "cuda"
-    views = LafterViews(model.image_size, model.mean, model.std, "none").to(dev)
-    img_emb = embed(PromptedVisual(model.model.visual, 0), views, images[test_idx].to(dev), autocast=autocast)
-    clf = train_text_classifier(bank.emb, bank.cls, bank.n_classes, cfg.text_steps, cfg.text_lr, cfg.text_noise,
-                                cfg.text_weight_decay, cfg.label_smoothing, seed=seed, device=dev)
-    report = stage1_report(bank, clf, img_emb, labels[test_idx])
+    clf, report = _stage1(model, bank, images[test_idx], labels[test_idx], cfg, seed, dev)
     if log:
         log(f"{spec} {style} seed {seed}: zero-shot {report['zs_cosine']:.2f}%, stage 1 {report['stage1']:.2f}%")
     tuned = tune_unlabeled(model, clf, images[tune_idx], cfg, seed, ckpt, images[test_idx], labels[test_idx],
