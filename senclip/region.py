@@ -163,6 +163,8 @@ def scene_window(
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window
 
+    if item.bbox is None:  # no footprint given: try the whole grid
+        return Window(0, 0, grid.width, grid.height)
     left, bottom, right, top = transform_bounds("EPSG:4326", grid.crs, *item.bbox, densify_pts=21)
     t = grid.transform  # north-up: column = (x - x0) / a, row = (y - y0) / e
     c0, r0, c1, r1 = (left - t.c) / t.a, (top - t.f) / t.e, (right - t.c) / t.a, (bottom - t.f) / t.e

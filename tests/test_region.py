@@ -220,6 +220,10 @@ def test_user_errors(tmp_path, monkeypatch):
     j.write_text(json.dumps(d))
     with pytest.raises(UserError, match=r"S2A_T18_20180610_c03: no asset for band\(s\) \['B02'\]"):
         build_mosaic(BBOX, "2018-06", tmp_path, catalog=cat / "catalog.json", progress=False)
+    # an asset whose file is gone (a broken link, an expired signature): named, with the fix
+    (cat / "cog" / "B" / "B04.tif").unlink()
+    with pytest.raises(UserError, match=r"B/B04.tif: the asset cannot be read .*check the network and the address"):
+        build_mosaic(BBOX, "2018-06", tmp_path, catalog=cat / "catalog.json", bands="B04,B03", progress=False)
     # offline: a remote catalogue is refused before any connection
     monkeypatch.setenv("SENCLIP_OFFLINE", "1")
     with pytest.raises(UserError, match="downloads are switched off"):
