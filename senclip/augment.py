@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from torchvision.transforms import InterpolationMode, RandAugment
 from torchvision.transforms.autoaugment import _apply_op
 
-from .core import Preset, get_preset
+from .core import Preset
 
 # %% auto 0
 __all__ = ['TrainTransform']

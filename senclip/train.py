@@ -19,41 +19,12 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 from fastcore.script import Param, call_parse, store_true
 
-from .core import (Preset, UserError, atomic_write_json, cli_errors, get_device, get_preset, run_metadata,
-                          sample_dir, seed_everything)
+from .core import (Preset, UserError, all_gather_objects, atomic_write_json, barrier, cli_errors, dist_setup,
+                          get_preset, run_metadata, sample_dir, seed_everything, split_overrides)
 
 # %% auto 0
-__all__ = ['RESUME_MAY_CHANGE', 'dist_setup', 'CheckedPairs', 'RunLog', 'EuroSATSampleVal', 'sample_pairs', 'export_run', 'Run',
-           'build_run', 'save_last', 'train_one_epoch', 'finish_run', 'train', 'parse_overrides', 'senclip_train']
-
-# %% ../nbs/03d_train.ipynb
-def dist_setup(
-    device: str = "auto",  # auto | cpu | cuda | cuda:N
-) -> tuple[int, int, int, torch.device]:
-    "Start torch.distributed from torchrun's environment when WORLD_SIZE > 1; returns (rank, local_rank, world, device)."
-    import torch
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = get_device(device)
-    if dev.type == "cuda":
-        dev = torch.device("cuda", local if (world > 1 or dev.index is None) else dev.index)
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return rank, local, world, dev
-
-# %% ../nbs/03d_train.ipynb
-def _all_gather_objects(obj, world: int) -> list:
-    if world == 1:
-        return [obj]
-    import torch.distributed as dist
-
-    out = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
+__all__ = ['RESUME_MAY_CHANGE', 'CheckedPairs', 'RunLog', 'EuroSATSampleVal', 'sample_pairs', 'export_run', 'Run', 'build_run',
+           'save_last', 'train_one_epoch', 'finish_run', 'train', 'senclip_train']
 
 # %% ../nbs/03d_train.ipynb
 def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
@@ -374,7 +345,7 @@ class _LossGuard:
             return
         k = int((finite == 0).nonzero()[0])
         step, ids, loss = pending[k]
-        parts = _all_gather_objects(ids, self.world)
+        parts = all_gather_objects(ids)
         ids = None if any(x is None for x in parts) else sum(parts, [])
         raise FloatingPointError(
             f"non-finite training loss ({float(loss)} on this rank) at step {step}, batch of pairs "
@@ -456,8 +427,8 @@ def state_dict(self: Run) -> dict:
     "The checkpoint: weights, optimiser, schedule, scaler, generators (every rank's), counters, preset. Collective."
     from senclip.train_state import rng_state
 
-    rngs = _all_gather_objects(rng_state(self.device), self.world)
-    skips = _all_gather_objects(self.state.skipped, self.world)
+    rngs = all_gather_objects(rng_state(self.device))
+    skips = all_gather_objects(self.state.skipped)
     ck = dict(model=self.model.state_dict(), optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(),
               scaler=self.scaler.state_dict(), aug_rng=self.aug_gen.get_state(), rng=rngs)
     ck.update(self.state.state_dict())
@@ -480,18 +451,16 @@ def load_state_dict(self: Run, ck: dict):
     self.state.load_state_dict(ck, self.rank)
 
 # %% ../nbs/03d_train.ipynb
-def _pair_dataset(p: Preset, manifest, store, split, rank: int, world: int):
+def _pair_dataset(p: Preset, manifest, store, split, rank: int):
     "PairDataset(manifest, store) -- the bundled sample pairs (built once, by rank 0) when either is None."
-    import torch.distributed as dist
-
     from senclip.pairs import PairDataset
 
     if manifest is None or store is None:
         if rank:  # rank 0 builds the cached sample pairs once
-            dist.barrier()
+            barrier()
         manifest, store = sample_pairs(p)
-        if rank == 0 and world > 1:
-            dist.barrier()
+        if rank == 0:
+            barrier()
     return PairDataset(manifest, store, p, split=split), store
 
 # %% ../nbs/03d_train.ipynb
@@ -524,7 +493,7 @@ def _build_data(run: Run, manifest, store, dataset, split, on_bad: str, allow_fo
 
     p = run.preset
     if dataset is None:
-        dataset, store = _pair_dataset(p, manifest, store, split, run.rank, run.world)
+        dataset, store = _pair_dataset(p, manifest, store, split, run.rank)
     run.info["foreign_embeddings"] = _check_store(dataset, store, p, allow_foreign, run.main)
     run.data = CheckedPairs(dataset, on_bad)
     run.sampler = GlobalBatchSampler(len(run.data), p.batch_size, run.rank, run.world, seed=p.seed,
@@ -798,15 +767,12 @@ def finish_run(run: Run, status: str, export: bool = True) -> dict:
     s, out = run.state, run.out
     run.bar.close()
     run.log.close()
-    skipped = sum(_all_gather_objects(s.skipped, run.world))
+    skipped = sum(all_gather_objects(s.skipped))
     result = dict(out_dir=out, checkpoint=run.ckdir / "last.pt", best=(run.ckdir / "best.pt") if s.best is not None else None,
                   metrics=out / "metrics.csv", step=s.step, epoch=s.epoch, status=status, skipped=skipped, best_val=s.best)
     if export and run.main and status == "finished":
         result.update(export_run(run.model, out))
-    if run.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+    barrier()
     return result
 
 # %% ../nbs/03d_train.ipynb
@@ -831,17 +797,6 @@ def train(
         if status == "finished":
             save_last(run)
     return finish_run(run, status, export)
-
-# %% ../nbs/03d_train.ipynb
-def parse_overrides(items: list[str] | None) -> dict:
-    "['lr=1e-5', 'batch_size=64'] -> {'lr': '1e-5', 'batch_size': '64'} (types follow the Preset fields)."
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise ValueError(f"--set expects field=value pairs, e.g. --set lr=1e-5 batch_size=64; got {it!r}")
-        k, v = it.split("=", 1)
-        out[k.strip().replace("-", "_")] = v.strip()
-    return out
 
 # %% ../nbs/03d_train.ipynb
 @call_parse
@@ -877,7 +832,7 @@ def senclip_train(
     if str(cuda_graph).lower() not in cl:
         raise SystemExit(f"--cuda_graph must be auto, yes or no; got {cuda_graph!r}")
     res = train(
-        preset, manifest, store, out, overrides=parse_overrides(set), resume=resume or False, device=device,
+        preset, manifest, store, out, overrides=split_overrides(set), resume=resume or False, device=device,
         compile=compile, cuda_graph=cl[str(cuda_graph).lower()], channels_last=cl[str(channels_last).lower()], val_every=val_every, ckpt_every=ckpt_every,
         max_steps=max_steps, log_every=log_every, deterministic=deterministic, on_bad=on_bad, split=split,
         tensorboard=not no_tensorboard, export=not no_export, progress=not quiet,
