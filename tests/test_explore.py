@@ -54,6 +54,19 @@ def test_sentence_heat_is_heat_map(mapped, model, tmp_path):
     assert np.isnan(h[0, 0]) and space.shape == (5, 6)
 
 
+def test_overlapping_windows_average_like_the_map(window, model, tmp_path):
+    "With a stride below the tile size, the explorer averages overlapping windows onto the cells as heat_map does."
+    from senclip.explore import open_tiles, sentence_heat
+    from senclip.mapping import heat_map, map_scene
+
+    paths = map_scene(window, model, out_dir=tmp_path / "map", tile=32, stride=16, progress=False, device="cpu")
+    space = open_tiles(paths, model)
+    h = sentence_heat(space, "a lake")
+    with rasterio.open(heat_map(paths, "a lake", model, out_dir=tmp_path, figure=False)["heat"]) as f:
+        assert f.shape == h.shape == space.shape and space.windows != space.shape
+        np.testing.assert_allclose(h, f.read(1), atol=1e-5, equal_nan=True)
+
+
 def test_class_scores_give_the_map(mapped, model):
     "With the map's own prompts, the best class of every cell is the class the map wrote."
     from senclip.explore import class_grid, scores_at, open_tiles
