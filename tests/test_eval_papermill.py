@@ -77,3 +77,17 @@ def test_senclip_eval_cli(tmp_path):
     res = pd.read_csv(run / "results.csv")
     assert len(res) == 4 and set(res.prompts) == {"generic", "ground"}
     assert "UNTRAINED" in out.stdout
+
+
+def test_parameters_cell_is_evalconfig():
+    """The notebook's parameters are EvalConfig's fields, declared once: the tagged cell is the text
+    EvalConfig.papermill_cell() writes (regenerate it from there when a field changes)."""
+    import papermill
+
+    from senclip.zeroshot.evaluate import EvalConfig
+
+    nb = json.loads((ROOT / "nbs" / "04_eval.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assert "".join(cell["source"]).strip() == EvalConfig.papermill_cell().strip()
+    params = papermill.inspect_notebook(str(ROOT / "nbs" / "04_eval.ipynb"))
+    assert list(params) == [f.name for f in __import__("dataclasses").fields(EvalConfig)]

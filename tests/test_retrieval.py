@@ -124,7 +124,7 @@ def _ckpt(pooling: str):
 def test_view_weights_are_the_training_pool(sample, tmp_path, pooling):
     """The per-view weights read back from a training checkpoint pool the store's embeddings into exactly what the
     training module's GroundPool computes; missing views get 0, rows sum to 1."""
-    from senclip.augment import save_checkpoint
+    from senclip.train_state import save_checkpoint
 
     manifest, store = sample
     ck, model = _ckpt(pooling)

@@ -233,10 +233,16 @@ def published_key(model) -> tuple[str, str] | None:
     return (arch, label) if arch and label else None
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def _caveat(model) -> str:
+    "core's `caveat` of a zero-shot model, with its `untrained` flag (set by load_model) standing for its weights."
+    return caveat({"untrained": getattr(model, "untrained", False), "demo": getattr(model, "demo", False),
+                   "arch": str(getattr(model, "arch", ""))})
+
+
 def display_name(spec: str, model) -> str:
     "A model's name in the reports: the spec (a file's stem), with core's caveat in parentheses when it has one."
     name = Path(spec).stem if ("/" in spec or "." in Path(spec).name) else spec
-    return f"{name} ({caveat(model)})" if caveat(model) else name
+    return f"{name} ({_caveat(model)})" if _caveat(model) else name
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
 CONFIGS = {
@@ -288,8 +294,8 @@ def paper_mismatch(
     if base not in OFFICIAL_RULE:
         return [f"{dataset.name} is not in the paper's Table 1"]
     why = []
-    if caveat(model):
-        why.append(caveat(model))
+    if _caveat(model):
+        why.append(_caveat(model))
     elif published_key(model) is None:
         why.append("model not in the paper's Table 1")
     source, _ = prompt_source(dataset.name, style)
@@ -321,6 +327,25 @@ def paper_mismatch(
 def param(default, help: str = ""):
     "A field of a run config: its default (a list becomes a tuple: configs are values) and its one-line help."
     return field(default=tuple(default) if isinstance(default, list) else default, metadata={"help": help})
+
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
+def _literal(v) -> str:
+    "A Python literal papermill can read (strings in double quotes)."
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_literal(x) for x in v) + "]"
+    return repr(v)
+
+
+def _literal_list(name: str, text: str) -> tuple:
+    "A list or tuple written as a Python/JSON literal (papermill passes `-p models '[...]'` as text)."
+    import ast
+
+    try:
+        return tuple(ast.literal_eval(text))
+    except (ValueError, SyntaxError):
+        raise UserError(f"EvalConfig field {name}={text!r}: not a list literal; write [\"a\", \"b\"] or a,b") from None
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
 @dataclass(frozen=True)
@@ -370,6 +395,8 @@ class EvalConfig:
         hints = typing.get_type_hints(type(self))
         for f in fields(self):
             v = getattr(self, f.name)
+            if isinstance(v, str) and hints[f.name] is tuple and v.strip().startswith(("[", "(")):
+                v = _literal_list(f.name, v)  # papermill -p models '["a", "b"]' gives the text of a list
             if isinstance(v, list):  # papermill and Python callers give lists
                 v = tuple(v)
             elif isinstance(v, Path) and hints[f.name] is str:
@@ -427,15 +454,6 @@ class EvalConfig:
                          for f in fields(cls))
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
-def _literal(v) -> str:
-    "A Python literal papermill can read (strings in double quotes)."
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_literal(x) for x in v) + "]"
-    return repr(v)
-
-# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def sample_names(dataset, index: Sequence[int]) -> list[str]:
     "The file (or patch folder) behind each sample index of a senclip.datasets dataset, for reports."
     out = []
@@ -484,7 +502,7 @@ def evaluate_one(
             S = zeroshot_scores(img, bank, rule)
             mats[(style, rule)] = S
             row = {"model": display_name(spec, model), "spec": spec, "arch": getattr(model, "arch", ""),
-                   "untrained": bool(getattr(model, "untrained", False)), "not_a_result": bool(caveat(model)),
+                   "untrained": bool(getattr(model, "untrained", False)), "not_a_result": bool(_caveat(model)),
                    "config": config, "dataset": dataset.name, "prompts": style, "prompt_source": source,
                    "length": length if source == "senclip" else "-", "n_prompts": len(bank.texts),
                    "scoring": rule, "transductive": rule != "cosine", "n_images": int(len(img)),
@@ -789,7 +807,7 @@ def _per_class(run: EvalRun, model, spec: str, dname: str, ds, art: dict):
         if run.cfg.figures:
             title = f"{label}\n{dname}, {Path(style).stem} prompts, {rule} scoring"
             run.figures.append(("confusion", f"confusion_{dname}_{Path(style).stem}_{Path(spec).stem}",
-                                (S, y, ds.classnames, title, caveat(model))))
+                                (S, y, ds.classnames, title, _caveat(model))))
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def _sweep(run: EvalRun, model, spec: str, dname: str, ds, art: dict):
@@ -805,7 +823,7 @@ def _sweep(run: EvalRun, model, spec: str, dname: str, ds, art: dict):
         label = display_name(spec, model)
         title = (f"{label if len(label) <= 60 else label[:57] + '...'}\n{dname} {Path(style).stem} prompts, "
                  f"{sw['method']} ranking, {sw['rule']}{' of cos/2+1' if sw['shift'] else ''}")
-        run.figures.append(("sweep", f"sweep_{dname}", (run.sweep, title, caveat(model))))
+        run.figures.append(("sweep", f"sweep_{dname}", (run.sweep, title, _caveat(model))))
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def _sweeps_here(run: EvalRun, spec: str, dname: str) -> bool:
@@ -948,30 +966,31 @@ def write_reports(run: EvalRun) -> pd.DataFrame:
 _POSITIONAL = ("models", "datasets", "prompts", "length", "scoring", "demo", "n_boot", "sweep", "sweep_method")  # the older signature's order
 
 
-def as_eval_config(config=None, *args, **kwargs) -> EvalConfig:
+def as_eval_config(cfg=None, /, *args, **kwargs) -> EvalConfig:
     "An `EvalConfig` from `run_evaluation`'s arguments: a config (and field overrides), or the run folder then fields (None: the config's)."
-    if isinstance(config, EvalConfig):
+    if isinstance(cfg, EvalConfig):
         if args:
             raise UserError("run_evaluation(config, ...): give field overrides by name")
-        return config.replace(**kwargs)
+        return cfg.replace(**kwargs)
     kw = {k: v for k, v in {**dict(zip(_POSITIONAL, args)), **kwargs}.items() if v is not None}
     kw.setdefault("num_workers", 0)
     if kw.get("demo"):  # a demo evaluates demo_models / demo_datasets: the ones given are those
         kw.update({f"demo_{k}": kw.pop(k) for k in ("models", "datasets") if k in kw})
-    if config is not None:
-        kw["out_dir"] = str(config)
+    if cfg is not None:
+        kw["out_dir"] = str(cfg)
     return EvalConfig().replace(**kw)
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def run_evaluation(
-    config: EvalConfig | str | Path | None = None,  # an EvalConfig, or the run folder (then fields by name, the older form)
+    cfg: EvalConfig | str | Path | None = None,  # an EvalConfig, or the run folder (then fields by name, the older form)
+    /,
     *args,  # the older form's positional fields (models, datasets, prompts, ...)
     **overrides,  # EvalConfig fields
 ) -> pd.DataFrame | None:
     "Evaluate every model on every dataset and (re)write the run folder: `prepare_run` → `evaluate` → `write_reports`; the results table."
     from senclip.core import dist_env, distributed
 
-    cfg = as_eval_config(config, *args, **overrides)
+    cfg = as_eval_config(cfg, *args, **overrides)
     with distributed(cfg.device or "auto") if dist_env()[1] > 1 else contextlib.nullcontext() as d:
         if d is not None:  # under torchrun: each rank on its own device
             cfg = cfg.replace(device=str(d.device))

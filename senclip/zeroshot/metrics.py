@@ -18,7 +18,7 @@ __all__ = ['topk_accuracy', 'confusion', 'per_class_prf', 'average_precision', '
 def _np(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
-
+# %% ../../nbs/04c_zeroshot.metrics.ipynb
 def topk_accuracy(scores, labels, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
     "Fraction of images whose true class is among the k highest scores, for each k."
     s, y = _np(scores), _np(labels).astype(int)
@@ -26,14 +26,14 @@ def topk_accuracy(scores, labels, ks: Sequence[int] = (1, 5)) -> dict[int, float
     rank = (order == y[:, None]).argmax(1)  # position of the true class
     return {k: float((rank < k).mean()) for k in ks}
 
-
+# %% ../../nbs/04c_zeroshot.metrics.ipynb
 def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
     "Confusion matrix (true class in rows, predicted class in columns)."
     cm = np.zeros((n_classes, n_classes), np.int64)
     np.add.at(cm, (_np(y_true).astype(int), _np(y_pred).astype(int)), 1)
     return cm
 
-
+# %% ../../nbs/04c_zeroshot.metrics.ipynb
 def per_class_prf(y_true, y_pred, classnames: Sequence[str]) -> pd.DataFrame:
     "Precision, recall, F1 and support of each class (0 where undefined, as scikit-learn's zero_division=0)."
     cm = confusion(y_true, y_pred, len(classnames))
@@ -59,14 +59,14 @@ def average_precision(scores, positives) -> float:
     rec = tp / y.sum()
     return float(np.sum(np.diff(np.r_[0.0, rec]) * prec))
 
-
+# %% ../../nbs/04c_zeroshot.metrics.ipynb
 def multilabel_map(scores, labels) -> dict[str, float]:
     "mAP macro (mean over classes with positives) and micro (all pairs pooled)."
     s, y = _np(scores), _np(labels)
     ap = np.array([average_precision(s[:, c], y[:, c]) for c in range(s.shape[1])])
     return {"map_macro": float(np.nanmean(ap)), "map_micro": average_precision(s.ravel(), y.ravel()), "ap": ap}
 
-
+# %% ../../nbs/04c_zeroshot.metrics.ipynb
 def topk_recall(scores, labels) -> float:
     "The authors' BigEarthNet metric: labels found among each image's top-k (k = its number of labels) / all labels."
     s, y = _np(scores), _np(labels).astype(bool)

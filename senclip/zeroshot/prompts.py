@@ -38,11 +38,11 @@ DATASET_ALIASES = {"eurosat": dict(zip((EUROSAT_CLASSNAMES[c] for c in EUROSAT_C
 def _norm(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", s.lower())
 
-
+# %% ../../nbs/04a_zeroshot.prompts.ipynb
 class PromptError(UserError, ValueError):
     "A prompt file that does not fit the dataset (missing or unknown class, empty list, wrong type); the message names the file and the fix."
 
-
+# %% ../../nbs/04a_zeroshot.prompts.ipynb
 def validate_prompts(
     prompts: dict,  # class name -> list of sentences
     classnames: Sequence[str],  # the dataset's classes, in class-index order
@@ -78,7 +78,7 @@ def validate_prompts(
             f"Fix: give the file exactly these keys (case and punctuation are ignored): {list(classnames)}")
     return {c: out[c] for c in classnames}
 
-
+# %% ../../nbs/04a_zeroshot.prompts.ipynb
 def load_prompt_file(
     path: str | Path,  # JSON file: class name -> list of sentences (the authors' format)
     classnames: Sequence[str],  # the dataset's classes, in class-index order
@@ -95,12 +95,12 @@ def load_prompt_file(
         raise PromptError(f"{path}: not valid JSON ({e}); fix the file (a JSON object: class name -> list of sentences)") from e
     return validate_prompts(data, classnames, str(path), aliases)
 
-
+# %% ../../nbs/04a_zeroshot.prompts.ipynb
 def available_prompt_sets() -> list[str]:
     "Names `<dataset>_<style>_<length>` of the prompt files shipped with senclip."
     return sorted(p.stem for p in PROMPT_DIR.glob("*_*_*.json"))
 
-
+# %% ../../nbs/04a_zeroshot.prompts.ipynb
 def get_prompts(
     dataset: str,  # eurosat | bigearthnet19 | lucas-lc1
     style: str,  # generic | aerial | ground | authors-aerial | authors-ground | a path to a JSON file in the authors' format
@@ -129,7 +129,7 @@ def get_prompts(
             out[c].extend(v)
     return out
 
-
+# %% ../../nbs/04a_zeroshot.prompts.ipynb
 def flatten_prompts(prompts: dict[str, list[str]], classnames: Sequence[str]) -> tuple[list[str], np.ndarray]:
     "All sentences in class order and the class index of each."
     texts, cls = [], []
@@ -160,12 +160,12 @@ AUTHORS_PROMPT_FILES = {  # (dataset, style) -> (file, sha256 of the file, sha25
 def _base_dataset(dataset: str) -> str:
     return "bigearthnet19" if dataset.startswith("bigearthnet") else "eurosat" if dataset.startswith("eurosat") else dataset
 
-
+# %% ../../nbs/04a_zeroshot.prompts.ipynb
 def content_digest(data) -> str:
     "sha256 of a prompt file's parsed content (key order and formatting do not count)."
     return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
-
+# %% ../../nbs/04a_zeroshot.prompts.ipynb
 def authors_prompt_file(
     dataset: str,  # eurosat | bigearthnet19 (or a variant name such as bigearthnet19-B02B03B04)
     style: str,  # aerial | ground (or authors-aerial | authors-ground)
@@ -194,7 +194,7 @@ def authors_prompt_file(
         raise PromptError(f"the authors' prompt file {name} is not in the cache and downloads are off: download "
                           f"{url} into a folder and set SENCLIP_AUTHORS_PROMPTS (or authors_prompts) to it") from e
 
-
+# %% ../../nbs/04a_zeroshot.prompts.ipynb
 def prompt_source(
     dataset: str,  # the dataset the prompts are for
     style: str,  # the style or file given to get_prompts

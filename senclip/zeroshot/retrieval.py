@@ -213,7 +213,7 @@ def text_gallery(
     return Gallery(encode_texts(model, texts, cache=cache), pd.DataFrame({"kind": "text", "text": texts}),
                    f"sentences ({getattr(model, 'name', '?')})")
 
-
+# %% ../../nbs/04f_zeroshot.retrieval.ipynb
 def text_to_patches(
     model,  # the zero-shot model whose text tower embeds `texts`
     texts: Sequence[str],  # the queries
@@ -235,7 +235,7 @@ def _wrap(text: str, width: int = 22, lines: int = 3) -> str:
         out[-1] = out[-1][: width - 1] + "…"
     return "\n".join(out)
 
-
+# %% ../../nbs/04f_zeroshot.retrieval.ipynb
 def read_rgb(path: str | Path, size: int = 128) -> np.ndarray:
     "An (H, W, 3) uint8 thumbnail of a photo or a Sentinel-2 patch (GeoTIFF: B04, B03, B02, min-max stretch)."
     from PIL import Image
@@ -274,7 +274,7 @@ def _label(row: pd.Series, prefix: str = "") -> str:
         parts.append(f"LC1 {g('lc1')}")
     return " · ".join(parts) or str(g("index") if g("index") is not None else "")
 
-
+# %% ../../nbs/04f_zeroshot.retrieval.ipynb
 def _image_of(row: pd.Series, prefix: str = ""):
     for c in ("photo", "path"):
         p = row.get(prefix + c)
@@ -282,7 +282,7 @@ def _image_of(row: pd.Series, prefix: str = ""):
             return read_rgb(p)
     return None
 
-
+# %% ../../nbs/04f_zeroshot.retrieval.ipynb
 def plot_gallery(
     results: pd.DataFrame,  # a table from `retrieve` (or its wrappers)
     title: str = "",
@@ -342,7 +342,7 @@ def read_pooling(
     "The ground-view pooling of a training checkpoint: (kind, weight of its linear layer or None for avg)."
     ck = checkpoint
     if not isinstance(ck, dict):
-        from senclip.augment import load_checkpoint
+        from senclip.train_state import load_checkpoint
 
         ck = load_checkpoint(checkpoint)
     preset = ck.get("preset") or {}

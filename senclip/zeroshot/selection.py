@@ -121,7 +121,7 @@ def evaluate_selection(
     s = zeroshot_scores(img, bank, rule, select=select, shift=shift)
     return topk_recall(s, labels) if labels.ndim == 2 else topk_accuracy(s, labels, ks=(1,))[1]
 
-
+# %% ../../nbs/04d_zeroshot.selection.ipynb
 def prompt_sweep(
     img: torch.Tensor,  # (N,D) normalised image embeddings
     labels,  # (N,) class indices or (N,C) multi-hot
@@ -166,7 +166,7 @@ def summarise_sweep(df: pd.DataFrame) -> pd.DataFrame:
     "Mean and std of accuracy per (K, mode) — the curves of Fig. 2."
     return df.groupby(["k", "mode"])["accuracy"].agg(["mean", "std", "count"]).reset_index()
 
-
+# %% ../../nbs/04d_zeroshot.selection.ipynb
 def plot_sweep(df: pd.DataFrame, ax=None, title: str = ""):
     "Fig. 2-style curves: best-K, worst-K and random-K (mean ± std) against K."
     import matplotlib.pyplot as plt
