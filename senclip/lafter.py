@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import time
@@ -20,7 +21,7 @@ from fastcore.script import call_parse
 from torch import nn
 
 from .core import (CLIP_MEAN, CLIP_STD, UserError, apply_overrides, atomic_torch_save, atomic_write,
-                          atomic_write_json, cache_dir, caveat, cli_errors, ensure_writable, get_device, run_metadata,
+                          atomic_write_json, cache_dir, caveat, cli_errors, collate_skip, ensure_writable, get_device, run_metadata,
                           seed_everything, split_overrides)
 
 # %% auto 0
@@ -358,11 +359,6 @@ class LafterViews(nn.Module):
         return self.weak(x), self.strong_view(x, params)
 
 # %% ../nbs/07_lafter.ipynb
-def _present(batch: list) -> list:
-    "Collate that keeps the samples as a list and drops unreadable ones (None); a module-level function, so spawned workers can pickle it."
-    return [s for s in batch if s is not None]
-
-# %% ../nbs/07_lafter.ipynb
 def load_images(
     dataset,  # a senclip dataset returning {'image': uint8 (3,h,w), 'label': int}
     num_workers: int = 0,
@@ -373,15 +369,15 @@ def load_images(
     from torch.utils.data import DataLoader
     import torchvision.transforms.functional as TF
 
-    dl = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_present)
+    keep = functools.partial(collate_skip, as_list=("image", "label", "meta"))  # core's collate; images may differ in size
+    dl = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=keep)
     imgs, labels = [], []
     for batch in dl:
-        for s in batch:
-            im = s["image"]
+        for im, label in zip(batch.get("image", []), batch.get("label", [])):
             if size is not None and tuple(im.shape[-2:]) != (size, size):
                 im = TF.resize(im, [size, size], antialias=True)
             imgs.append(im)
-            labels.append(int(s["label"]))
+            labels.append(int(label))
     if not imgs:
         raise UserError(f"{getattr(dataset, 'root', dataset)}: no readable image; check the dataset folder")
     shapes = {tuple(i.shape) for i in imgs}
