@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from senclip.core import get_preset
-from senclip.model import build_senclip, export_openai, export_safetensors, load
+from senclip.checkpoints import export_openai, export_safetensors, load
+from senclip.model import build_senclip
 
 assert torch.cuda.is_available(), "this check needs a CUDA GPU"
 dev = torch.device("cuda")
