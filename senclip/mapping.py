@@ -225,13 +225,27 @@ def _cog_options(height: int, width: int, resampling: str = "nearest") -> dict:
     return dict(driver="COG", compress="deflate", blocksize=block, overview_resampling=resampling)
 
 # %% ../nbs/05_mapping.ipynb
+@contextlib.contextmanager
+def _small_blocks_ok():
+    "Silence GDAL's warning about COG blocks under 128 px (rasterio logs it) while writing a map."
+    import logging
+
+    log = logging.getLogger("rasterio._env")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+# %% ../nbs/05_mapping.ipynb
 def _class_tif(path: Path, classes: np.ndarray, crs, transform, classnames: Sequence[str], tags: dict | None = None):
     "Write the class COG to `path` itself (colour table, class names in tags); returns the check that reads it back as written."
     import rasterio
 
     colors = class_colors(len(classnames))
     tags = {"CLASSES": json.dumps(list(classnames)), **{f"CLASS_{i}": n for i, n in enumerate(classnames)}, **(tags or {})}
-    with rasterio.open(path, "w", width=classes.shape[1], height=classes.shape[0], count=1, dtype="uint8", crs=crs,
+    with _small_blocks_ok(), rasterio.open(path, "w", width=classes.shape[1], height=classes.shape[0], count=1, dtype="uint8", crs=crs,
                        transform=transform, nodata=NODATA_CLASS, **_cog_options(*classes.shape)) as dst:
         dst.write(classes.astype(np.uint8), 1)
         dst.write_colormap(1, {**{i: (*c, 255) for i, c in enumerate(colors)}, NODATA_CLASS: (0, 0, 0, 0)})
@@ -247,7 +261,7 @@ def _float_tif(path: Path, data: np.ndarray, crs, transform, names: Sequence[str
 
     tags = tags or {}
     extra = dict(nbits=16) if half else {}
-    with rasterio.open(path, "w", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype="float32",
+    with _small_blocks_ok(), rasterio.open(path, "w", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype="float32",
                        crs=crs, transform=transform, nodata=float("nan"), **_cog_options(*data.shape[1:], "average"),
                        **extra) as dst:
         dst.write(data.astype(np.float32))
@@ -445,8 +459,8 @@ def embed_tiles(
     from senclip.core import ShardCache, barrier, dist_env
 
     rows, cols = tile_grid(sc.height, sc.width, cfg.tile, cfg.step)
-    cache = ShardCache(folder, rows * cols, cfg.batch_size * cfg.checkpoint_every, plan=key, verbose=False)
     rank, world, _ = dist_env()
+    cache = ShardCache(folder, rows * cols, cfg.batch_size * cfg.checkpoint_every, plan=key, verbose=cfg.progress)
     bar = tqdm(total=rows * cols, initial=cache.items_done(), desc=f"mapping {sc.id}", unit="tile",
                disable=not cfg.progress or rank != 0)
     for k in cache.todo(rank, world):
