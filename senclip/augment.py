@@ -120,42 +120,6 @@ class TrainTransform(nn.Module):
         for k, v in _ra_tables(self.ops, self.size).items():
             self.register_buffer(f"_ra_{k}", v, persistent=False)
 
-    def sample_params(self, n: int, generator: torch.Generator | None = None) -> dict:
-        "Per-sample random choices for `n` images, drawn on the CPU from `generator`."
-        if self.mode == "paper":
-            bits = torch.randint(0, 2, (3, n), generator=generator).bool()
-            return {"transpose": bits[0], "hflip": bits[1], "vflip": bits[2]}
-        if self.mode == "official":
-            ops = torch.randint(0, len(self.ops), (n, self.num_ops), generator=generator)
-            signs = torch.randint(0, 2, (n, self.num_ops), generator=generator).bool()
-            return {"ops": ops, "negative": signs}
-        return {}
-
-    def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) == (self.size, self.size):
-            return x
-        # antialiasing only changes a shrink; for float upsampling the plain bilinear kernel gives the same values
-        # (within float rounding) several times faster. uint8 (official mode) keeps torchvision's exact path.
-        aa = x.dtype == torch.uint8 or min(x.shape[-2:]) > self.size
-        return TF.resize(x, [self.size, self.size], interpolation=InterpolationMode.BILINEAR, antialias=aa)
-
-    def params_to(self, params: dict, device: torch.device | str) -> dict:
-        """`sample_params` output as the device tensors the batched kernels use, in one pinned non-blocking copy
-        (a copy from pageable memory would synchronise the stream); already converted params pass through."""
-        if "bits" in params or "codes" in params:
-            return params
-        if self.mode == "paper":
-            t = torch.stack([params[k].cpu() for k in ("transpose", "hflip", "vflip")])
-            key = "bits"
-        elif self.mode == "official":
-            t = params["ops"].cpu() * 2 + params["negative"].cpu().long()  # (B, num_ops) row of the op tables
-            key = "codes"
-        else:
-            return params
-        if torch.device(device).type == "cuda":
-            t = t.pin_memory()
-        return {key: t.to(device, non_blocking=True)}
-
     def forward(
         self,
         x: torch.Tensor,  # uint8 (B,3,P,P) (or float 0..255)
@@ -188,6 +152,48 @@ class TrainTransform(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+# %% ../nbs/03a_augment.ipynb
+@patch
+def sample_params(self: TrainTransform, n: int, generator: torch.Generator | None = None) -> dict:
+    "Per-sample random choices for `n` images, drawn on the CPU from `generator`."
+    if self.mode == "paper":
+        bits = torch.randint(0, 2, (3, n), generator=generator).bool()
+        return {"transpose": bits[0], "hflip": bits[1], "vflip": bits[2]}
+    if self.mode == "official":
+        ops = torch.randint(0, len(self.ops), (n, self.num_ops), generator=generator)
+        signs = torch.randint(0, 2, (n, self.num_ops), generator=generator).bool()
+        return {"ops": ops, "negative": signs}
+    return {}
+
+# %% ../nbs/03a_augment.ipynb
+@patch
+def params_to(self: TrainTransform, params: dict, device: torch.device | str) -> dict:
+    """`sample_params` output as the device tensors the batched kernels use, in one pinned non-blocking copy
+    (a copy from pageable memory would synchronise the stream); already converted params pass through."""
+    if "bits" in params or "codes" in params:
+        return params
+    if self.mode == "paper":
+        t = torch.stack([params[k].cpu() for k in ("transpose", "hflip", "vflip")])
+        key = "bits"
+    elif self.mode == "official":
+        t = params["ops"].cpu() * 2 + params["negative"].cpu().long()  # (B, num_ops) row of the op tables
+        key = "codes"
+    else:
+        return params
+    if torch.device(device).type == "cuda":
+        t = t.pin_memory()
+    return {key: t.to(device, non_blocking=True)}
+
+# %% ../nbs/03a_augment.ipynb
+@patch
+def _resize(self: TrainTransform, x: torch.Tensor) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == (self.size, self.size):
+        return x
+    # antialiasing only changes a shrink; for float upsampling the plain bilinear kernel gives the same values
+    # (within float rounding) several times faster. uint8 (official mode) keeps torchvision's exact path.
+    aa = x.dtype == torch.uint8 or min(x.shape[-2:]) > self.size
+    return TF.resize(x, [self.size, self.size], interpolation=InterpolationMode.BILINEAR, antialias=aa)
 
 # %% ../nbs/03a_augment.ipynb
 @patch

@@ -391,6 +391,7 @@ class Run:
     data: Any = None  # CheckedPairs around the pair dataset
     sampler: Any = None  # GlobalBatchSampler
     loader: Any = None  # DataLoader with that sampler
+    batches: Any = None  # what the loop iterates: the loader, or a DevicePrefetcher around it (CUDA)
     steps_per_epoch: int = 0  # optimiser steps per epoch
     total: int = 0  # the optimiser step the run ends at (epochs, or max_steps)
     model: Any = None  # the SenCLIP module (not wrapped)
@@ -484,12 +485,14 @@ def _check_store(dataset, store, p: Preset, allow_foreign: bool, main: bool) -> 
     return foreign
 
 # %% ../nbs/03d_train.ipynb
-def _build_data(run: Run, manifest, store, dataset, split, on_bad: str, allow_foreign: bool, max_steps: int | None):
-    "The pairs (checked), the world-size-invariant sampler, the loader, and the run's length in optimiser steps."
+def _build_data(run: Run, manifest, store, dataset, split, on_bad: str, allow_foreign: bool, max_steps: int | None,
+                prefetch: bool = True):
+    "The pairs (checked), the world-size-invariant sampler, the loader (prefetched on CUDA), the run's length in steps."
     import torch
     from torch.utils.data import DataLoader
 
     from senclip.train_state import GlobalBatchSampler
+    from senclip.train_step import DevicePrefetcher
 
     p = run.preset
     if dataset is None:
@@ -504,6 +507,8 @@ def _build_data(run: Run, manifest, store, dataset, split, on_bad: str, allow_fo
         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
         generator=torch.Generator(),  # keeps the global RNG untouched by iterator creation (exact resume)
     )
+    use = run.info["prefetch"] = bool(prefetch) and run.device.type == "cuda"
+    run.batches = DevicePrefetcher(run.loader, run.device) if use else run.loader
     run.steps_per_epoch = run.sampler.n_batches // p.grad_accum
     run.total = p.epochs * run.steps_per_epoch if max_steps is None else min(max_steps, p.epochs * run.steps_per_epoch)
 
@@ -603,7 +608,8 @@ def _start_logging(run: Run, tensorboard: bool, progress: bool):
         atomic_write_json(run.out / "run.json", run_metadata(
             preset=p.to_dict(), world_size=run.world, device=str(run.device), compile=info["compile"],
             cuda_graph=info["cuda_graph"], channels_last=info["channels_last"], resumed_from=info["resumed_from"],
-            resume_changes=info["resume_changes"], foreign_embeddings=info["foreign_embeddings"], caveat=caveat))
+            resume_changes=info["resume_changes"], foreign_embeddings=info["foreign_embeddings"], caveat=caveat,
+            prefetch=info["prefetch"]))
     run.guard, run.meter = _LossGuard(run.world, run.device), _Meter(run.device)
     run.bar = tqdm(total=run.total, initial=run.state.step, disable=not (progress and run.main), desc=f"train {p.name}")
 
@@ -630,6 +636,7 @@ def build_run(
     progress: bool = True,  # tqdm progress bar
     dataset=None,  # a map-style pair dataset to use instead of building PairDataset(manifest, store)
     allow_foreign_embeddings: bool = False,  # train on a store made by another model than `preset`'s (with a warning)
+    prefetch: bool = True,  # on CUDA, copy the next batch to the GPU on a side stream while the current step runs
 ) -> Run:
     "Set a run up: processes, data, model and optimiser, the checkpoint to resume from, the step, the logs."
     p = get_preset(preset, **(overrides or {}))  # a bad preset or --set value fails before the heavy imports
@@ -640,7 +647,7 @@ def build_run(
     run = Run(p, Path(out_dir), rank, world, dev, ckpt_every=ckpt_every, log_every=log_every, val_every=val_every)
     ck_path = _resolve_resume(resume, run.ckdir)
     ck = load_checkpoint(ck_path) if ck_path is not None else None
-    _build_data(run, manifest, store, dataset, split, on_bad, allow_foreign_embeddings, max_steps)
+    _build_data(run, manifest, store, dataset, split, on_bad, allow_foreign_embeddings, max_steps, prefetch)
     _build_model(run, channels_last)
     _resume_or_start(run, ck, ck_path, deterministic)
     _build_step(run, cuda_graph, compile)
@@ -751,7 +758,7 @@ def train_one_epoch(
     s = run.state
     run.sampler.set_epoch(s.epoch, s.batch_in_epoch)
     run.step_fn.net.train()
-    for batch in run.loader:
+    for batch in run.batches:
         if not _micro_step(run, batch):
             continue
         if _after_step(run, stop):

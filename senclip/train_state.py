@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +85,8 @@ class TrainState:
 
     def state_dict(self) -> dict:
         "The checkpoint's fields (`best` is stored as `best_val`; `skipped` is this rank's count)."
-        d = asdict(self)
-        d["best_val"] = d.pop("best")
-        return d
+        return dict(step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, best_val=self.best,
+                    skipped=self.skipped)
 
     def load_state_dict(
         self,

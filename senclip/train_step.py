@@ -16,13 +16,14 @@ from .augment import TrainTransform
 from .model import check_mask
 
 # %% auto 0
-__all__ = ['param_groups', 'TrainStep']
+__all__ = ['param_groups', 'TrainStep', 'DevicePrefetcher']
 
 # %% ../nbs/03c_train_step.ipynb
 def _no_decay(name: str, p: torch.Tensor) -> bool:
+    "No weight decay for `p`: 1-d tensors (biases, norm scales), the logit scale, norm layers."
     return p.ndim < 2 or "logit_scale" in name or name.endswith(".bias") or ".bn" in name or ".ln" in name
 
-
+# %% ../nbs/03c_train_step.ipynb
 def param_groups(
     model: nn.Module,  # the model to optimise (its trainable parameters)
     weight_decay: float,  # applied to weight matrices / kernels only (to everything with `decay_all`)
@@ -235,3 +236,44 @@ def _graphed(self: TrainStep, image, ground, mask, params) -> torch.Tensor:
         return self._warmup_step(st)
     self._g.replay()  # gradients are overwritten (not accumulated) by each replay
     return self._loss
+
+# %% ../nbs/03c_train_step.ipynb
+class DevicePrefetcher:
+    "Iterate `loader` with each batch's `keys` copied to `device` on a side stream one batch ahead (CUDA); elsewhere, as is."
+
+    def __init__(
+        self,
+        loader,  # an iterable of dict batches (a DataLoader with pin_memory=True on CUDA)
+        device: torch.device | str,  # where the step runs
+        keys: tuple = ("image", "ground"),  # tensors to copy ahead; the rest stay where the loader put them
+    ):
+        self.loader, self.device, self.keys = loader, torch.device(device), tuple(keys)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        if self.device.type != "cuda":
+            yield from self.loader
+            return
+        side, current = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
+        it = iter(self.loader)
+        nxt = self._copy(next(it, None), side)
+        while nxt is not None:
+            current.wait_stream(side)  # the copies of this batch are done before the step reads them
+            batch = nxt
+            for k in self.keys:
+                if torch.is_tensor(batch.get(k)):
+                    batch[k].record_stream(current)  # made on the side stream, used on this one
+            nxt = self._copy(next(it, None), side)  # the next batch's copy overlaps this batch's step
+            yield batch
+
+    def _copy(self, batch: dict | None, stream) -> dict | None:
+        if batch is None:
+            return None
+        out = dict(batch)
+        with torch.cuda.stream(stream):
+            for k in self.keys:
+                if torch.is_tensor(out.get(k)):
+                    out[k] = out[k].to(self.device, non_blocking=True)
+        return out

@@ -8,8 +8,9 @@
    for 10 steps, with a learning-rate change after step 6 (which must trigger a second capture): per-step losses and
    final weights agree within bf16 tolerance.
 3. A batch whose mask has a row with no photo is refused before it reaches the graph.
-4. `senclip.train.train` on the bundled sample pairs with the tiny model uses the graphed step (run.json says so),
-   finishes and logs finite losses; the same run without graphs also finishes.
+4. `senclip.train.train` on the bundled sample pairs with the tiny model uses the graphed step (run.json says so)
+   and the side-stream prefetcher, finishes and logs finite losses; the same run without graphs also finishes.
+5. `DevicePrefetcher` hands over the loader's values, on the device (mask on the host).
 Random weights: checks of the machinery, not results."""
 import copy
 import json
@@ -102,6 +103,16 @@ for flag in (True, False):
     losses = pd.read_csv(run["metrics"])["loss"].dropna()
     print(f"train(cuda_graph={flag}): {run['status']}, {run['step']} steps, graph used: {meta['params']['cuda_graph']}, "
           f"losses {[round(float(v), 4) for v in losses]}", flush=True)
-    assert run["status"] == "finished" and meta["params"]["cuda_graph"] is flag
+    assert run["status"] == "finished" and meta["params"]["cuda_graph"] is flag and meta["params"]["prefetch"] is True
     assert torch.isfinite(torch.tensor(losses.to_numpy())).all()
+
+# 5. the prefetcher: the same batches, copied ahead on a side stream
+from senclip.train_step import DevicePrefetcher
+
+batches = [{"image": torch.randint(0, 256, (32, 3, 100, 100), dtype=torch.uint8, generator=g).pin_memory(),
+            "ground": torch.randn(32, 4, D, generator=g).pin_memory(), "mask": torch.ones(32, 4, dtype=torch.bool)}
+           for _ in range(5)]
+for a, b in zip(DevicePrefetcher(batches, dev), batches):
+    assert a["image"].is_cuda and a["ground"].is_cuda and not a["mask"].is_cuda
+    assert torch.equal(a["image"].cpu(), b["image"]) and torch.equal(a["ground"].cpu(), b["ground"])
 print("gpu_check_train: OK")
