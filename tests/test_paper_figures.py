@@ -112,7 +112,7 @@ def test_attention_views_avg_and_attn_image(demo_run):
 
     from senclip.core import get_preset
     from senclip.model import build_senclip
-    from senclip.augment import save_checkpoint
+    from senclip.train_state import save_checkpoint
 
     out = _run("attention_views", demo_run)
     meta = _check_outputs("attention_views", out)
