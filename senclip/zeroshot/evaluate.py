@@ -89,7 +89,7 @@ def make_dataset(
     eurosat_split: str = "",  # optional split file
     bigearthnet_root: str = "",  # folder of BigEarthNet v1 S2 patch folders
     bigearthnet_split: str = "",  # '' = the official test split (torchgeo's list, found or downloaded) | all | a CSV of patch names
-    bigearthnet_subset: int = 27000,  # the authors' seeded draw (27,000, seed 42, then drop_last: 26,976 scored); 0 = the whole split
+    bigearthnet_subset: int = BEN_AUTHORS_CONFIG["subset"],  # the authors' seeded draw (then drop_last: 26,976 scored); 0 = the whole split
     ben_bands: str = "rgb",  # rgb (B04,B03,B02) | official (B02,B03,B04, the authors' channel swap)
     lucas_manifest: str = "",  # pair manifest (Parquet/CSV)
     lucas_split: str = "",  # '' = all ok rows, or val/train
@@ -455,19 +455,12 @@ class EvalConfig:
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def sample_names(dataset, index: Sequence[int]) -> list[str]:
-    "The file (or patch folder) behind each sample index of a senclip.datasets dataset, for reports."
-    out = []
-    for i in index:
-        i = int(i)
-        if hasattr(dataset, "files"):
-            out.append(str(Path(dataset.root) / dataset.files[i]))
-        elif hasattr(dataset, "patches"):
-            out.append(str(Path(dataset.root) / dataset.patches[i]))
-        elif hasattr(dataset, "df") and hasattr(dataset, "patch_col"):
-            out.append(str(dataset._path(dataset.df.iloc[i][dataset.patch_col])))
-        else:
-            out.append(f"#{i}")
-    return out
+    "The file (or patch folder) behind each sample index, for reports (`#i` for a dataset that is not a senclip one)."
+    from senclip.datasets import SenclipDataset
+
+    if isinstance(dataset, SenclipDataset):
+        return [dataset.source(int(i)) for i in index]
+    return [f"#{int(i)}" for i in index]
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def evaluate_one(
@@ -491,7 +484,7 @@ def evaluate_one(
     pkey = published_key(model)
     resize, precision = emb_kwargs.get("resize", "pil"), emb_kwargs.get("precision", "fp32")
     rows, mats = [], {}
-    lucas = dataset.name.startswith("lucas")
+    lucas = getattr(dataset, "benchmark", dataset.name).startswith("lucas")
     styles = ["generic"] if lucas else list(styles)
     for style in styles:
         prompts = get_prompts(dataset.name if not lucas else "lucas-lc1", style, length, classnames=dataset.classnames)
@@ -531,7 +524,9 @@ def evaluate_one(
                     why = ["no such cell in the paper's Table 1"]
             row["paper_note"] = "; ".join(why)
             rows.append(row)
-    if hasattr(dataset, "skipped_files"):  # senclip.datasets datasets: index, path and reason of each skipped file
+    from senclip.datasets import SenclipDataset
+
+    if isinstance(dataset, SenclipDataset):  # index, path and reason of each skipped file
         skipped = pd.DataFrame(dataset.skipped_files(E.valid.numpy()), columns=["index", "path", "reason"])
     else:
         bad = np.flatnonzero(~E.valid.numpy())
@@ -765,7 +760,7 @@ class EvalRun:
 
     def styles(self, dname: str) -> list:
         "The prompt styles evaluated on a dataset (LUCAS: the generic template only)."
-        return ["generic"] if dname.startswith("lucas") else list(self.settings["prompts"])
+        return ["generic"] if self.dsets[dname].benchmark == "lucas-lc1" else list(self.settings["prompts"])
 
 # %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def _run_params(cfg: EvalConfig, s: dict) -> dict:
@@ -1028,7 +1023,7 @@ def senclip_eval(
     eurosat_split: str = None,  # optional split file
     bigearthnet_root: str = None,  # BigEarthNet v1 S2 patch folders
     bigearthnet_split: str = None,  # CSV of patch names (torchgeo's test split)
-    bigearthnet_subset: int = None,  # the authors' seeded subset (default 27,000; 0 = every patch)
+    bigearthnet_subset: int = None,  # the authors' seeded subset (default: their draw; 0 = every patch)
     ben_bands: str = None,  # default: the config's; rgb | official (the authors' B02,B03,B04 channel swap)
     lucas_manifest: str = None,  # pair manifest for the LUCAS land-cover benchmark
     on_error: str = None,  # raise | skip unreadable files (listed in skipped_files.csv)

@@ -85,6 +85,8 @@ def patch_gallery(
     name: str = "",  # what the vectors are (default: the dataset's name)
 ) -> Gallery:
     "Satellite patches as a `Gallery` (items: index, path, label, class); unreadable images are left out."
+    from senclip.datasets import SenclipDataset
+
     emb = getattr(embeddings, "emb", embeddings)
     valid = getattr(embeddings, "valid", torch.ones(len(emb), dtype=torch.bool))
     labels = getattr(embeddings, "labels", None)
@@ -93,11 +95,8 @@ def patch_gallery(
     if dataset is not None:
         if len(dataset) != len(emb):
             raise ValueError(f"patch_gallery: {len(emb)} embeddings but the dataset has {len(dataset)} images")
-        root, files = getattr(dataset, "root", None), getattr(dataset, "files", None)
-        if hasattr(dataset, "source"):  # LucasLandCover, BigEarthNet: the file of sample i
+        if isinstance(dataset, SenclipDataset):  # the file (or patch folder) of sample i
             items["path"] = [str(dataset.source(i)) for i in idx]
-        elif files is not None and root is not None:  # EuroSAT: root / <Class>/<file>.jpg
-            items["path"] = [str(Path(root) / files[i]) for i in idx]
         df, id_col = getattr(dataset, "df", None), getattr(dataset, "id_col", None)
         if df is not None and id_col is not None:  # pair patches: their point id
             items["id"] = [str(df.iloc[i][id_col]) for i in idx]
