@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from fastcore.script import call_parse
 
-from .core import (Preset, atomic_path, atomic_write_json, cli_errors, ensure_writable, get_preset,
+from .core import (Preset, atomic_path, atomic_write_json, cli_errors, dist_env, ensure_writable, get_preset,
                           run_metadata, sample_dir)
 from .lucas import (DIRECTIONS, LUCAS_PHOTO_URL, download_photos, find_photos, points_from_geotagged,
                            read_points)
@@ -212,28 +212,56 @@ def _ground_store(c: dict, good: pd.DataFrame, store_path: Path):
                         int(c["embed_workers"]), progress=c["progress"])
 
 # %% ../nbs/01e_pairs.ipynb
-def make_pairs(cfg: dict | None = None, **overrides) -> dict:
-    "Run the pairing pipeline (see PAIRS_DEFAULTS for the options); returns paths and counts per status."
-    c = dict(PAIRS_DEFAULTS)
-    c.update(cfg or {})
-    c.update({k: v for k, v in overrides.items() if v is not None})
-    out = Path(c["out"])
+def _manifest_stage(c: dict, out: Path) -> pd.DataFrame:
+    "Steps 1–3: points and photos, patches, manifest and spatial split (written to `out/manifest.parquet`)."
     ensure_writable(out / "patches")  # a read-only or missing --out fails now, not after the patches and photos
-    t0 = time.time()
     pts, photos = _points_and_photos(c)  # 1. points and photos
     patches = _cut_pair_patches(c, pts[pts.status == "ok"], out)  # 2. patches
     m = build_manifest(pts, patches, photos)  # 3. manifest and split
     m = spatial_split(m, float(c["block_m"]), float(c["val_fraction"]), int(c["seed"]))
-    manifest = write_manifest(m, out / "manifest.parquet")
-    store_path = out / "ground.safetensors"
-    store = _ground_store(c, m[m.status == "ok"], store_path)  # 4. ground embeddings
+    write_manifest(m, out / "manifest.parquet")
+    return m
+
+# %% ../nbs/01e_pairs.ipynb
+def _pairs_summary(c: dict, m: pd.DataFrame, store, out: Path, t0: float) -> dict:
+    "Write `out/summary.json` (counts per status and split, the store's model) and return the paths."
     counts = m.status.value_counts().to_dict()
     summary = dict(counts=counts, splits=m[m.status == "ok"].split.value_counts().to_dict(), points=len(m),
                    pairs=int(counts.get("ok", 0)), photos=int(store.mask.sum()), model=store.model_name, dim=store.dim,
                    seconds=round(time.time() - t0, 1), **run_metadata(**{k: v for k, v in c.items()}))
     atomic_write_json(out / "summary.json", summary)
-    return dict(manifest=manifest, patches=out / "patches", store=store_path, summary=out / "summary.json",
-                counts=counts)
+    return dict(manifest=out / "manifest.parquet", patches=out / "patches", store=out / "ground.safetensors",
+                summary=out / "summary.json", counts=counts)
+
+# %% ../nbs/01e_pairs.ipynb
+def make_pairs(cfg: dict | None = None, **overrides) -> dict:
+    "Run the pairing pipeline (see PAIRS_DEFAULTS for the options); returns paths and counts per status."
+    c = dict(PAIRS_DEFAULTS)
+    c.update(cfg or {})
+    c.update({k: v for k, v in overrides.items() if v is not None})
+    out, t0 = Path(c["out"]), time.time()
+    if dist_env()[1] > 1 and not c["embeddings"]:
+        return _make_pairs_sharded(c, out, t0)
+    m = _manifest_stage(c, out)
+    store = _ground_store(c, m[m.status == "ok"], out / "ground.safetensors")  # 4. ground embeddings
+    return _pairs_summary(c, m, store, out, t0)
+
+# %% ../nbs/01e_pairs.ipynb
+def _make_pairs_sharded(c: dict, out: Path, t0: float) -> dict:
+    """Under torchrun: rank 0 builds the manifest and patches while the others wait; then every rank embeds its own
+    shards of photos (`embed_photos` is torchrun-aware; rank 0 assembles the store) and rank 0 writes the summary."""
+    from senclip.core import barrier, distributed
+
+    with distributed(c["device"]) as d:
+        if d.main:
+            _manifest_stage(c, out)
+        barrier()
+        m = read_manifest(out / "manifest.parquet")  # every rank reads the same table, so the shard plans agree
+        store = _ground_store(c, m[m.status == "ok"], out / "ground.safetensors")
+        res = _pairs_summary(c, m, store, out, t0) if d.main else None
+        barrier()
+    return res or dict(manifest=out / "manifest.parquet", patches=out / "patches", store=out / "ground.safetensors",
+                       summary=out / "summary.json", counts=m.status.value_counts().to_dict())
 
 # %% ../nbs/01e_pairs.ipynb
 def build_sample_pairs(
