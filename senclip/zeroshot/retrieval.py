@@ -435,15 +435,7 @@ def retrieval_caveat(
     store: EmbeddingStore | None = None,  # the ground store, if one is involved
     demo: bool = False,  # demo run: trained for minutes at most
 ) -> str:
-    "The 'not a result' stamp for figures made from these inputs ('' when none applies)."
-    from senclip.zeroshot.evaluate import DEMO_WEIGHTS, UNTRAINED, caveat
+    "The 'not a result' stamp for figures made from these inputs ('' when none applies): core's `caveat` of the store, then of the model."
+    from senclip.core import caveat
 
-    if store is not None and str(store.meta.get("random_weights", "")).lower() == "true":
-        return UNTRAINED
-    if model is not None:
-        note = caveat(model)
-        if note:
-            return note
-        if str(getattr(model, "arch", "")).startswith("senclip-tiny"):  # the project's test architecture
-            return DEMO_WEIGHTS
-    return DEMO_WEIGHTS if demo else ""
+    return (store is not None and caveat(store)) or (model is not None and caveat(model)) or caveat(None, demo=demo)
