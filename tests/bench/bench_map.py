@@ -1,7 +1,7 @@
 """Mapping windows/s against the bare image-encoder forward on the same windows, side by side in one run, and the
 peak memory (RSS) of mapping the bundled scene; reported with senclip.core.bench_record.
 
-    .venv/bin/python tests/bench/bench_map.py [--gpu] [--arch ViT-B-32-quickgelu] [--tile 64] [--repeats 2]
+    .venv/bin/python tests/bench/bench_map.py [--gpu] [--arch ViT-B-32-quickgelu] [--tile 128] [--repeats 1]
 
 (a) ours: `senclip.mapping.map_scene` end to end on the bundled 1024 x 1024 px crop (read strips, no-data and cloud
     masks, stretch, resize + normalise, forward, classify, write the COGs, counts and JSON), every window of the grid;
@@ -104,16 +104,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", action="store_true", help="on CUDA")
     ap.add_argument("--arch", default="ViT-B-32-quickgelu", help="model architecture (random weights)")
-    ap.add_argument("--tile", type=int, default=64)
+    ap.add_argument("--tile", type=int, default=0, help="tile size (default 128 on CPU: 64 windows; 64 on GPU: 256)")
     ap.add_argument("--batch", type=int, default=0, help="tiles per batch (default 64 CPU / 256 GPU)")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=0, help="timed repeats per side (default 1 CPU / 3 GPU)")
     a, _ = ap.parse_known_args(argv)  # run_all.py may pass flags meant for other scripts
     import torch
 
     if a.gpu and not torch.cuda.is_available():
         raise SystemExit("bench_map: --gpu needs a CUDA device")
     dev = torch.device("cuda" if a.gpu else "cpu")
-    batch = a.batch or (256 if a.gpu else 64)
+    batch = a.batch or (256 if a.gpu else 32)
+    a.tile, a.repeats = a.tile or (64 if a.gpu else 128), a.repeats or (3 if a.gpu else 1)
     rate, n = throughput(a.arch, a.tile, batch, dev, a.repeats)
     print(f"(a) {n} windows of {a.tile} px, {a.arch}, batch {batch}, {machine_name()}: mapping {rate['ours']:.1f} "
           f"windows/s, bare forward {rate['bare']:.1f} windows/s")
