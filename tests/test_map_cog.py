@@ -120,6 +120,7 @@ def test_overlap_average_by_hand(tmp_path, model, monkeypatch):
         np.testing.assert_array_equal(a.read(1), b.read(1))
 
 
+@pytest.mark.slow  # two senclip_map processes: make test-slow (CI runs it)
 def test_band_errors_and_other_zone(tmp_path, model):
     folder = tmp_path / "bands"
     folder.mkdir()
