@@ -197,7 +197,12 @@ class Explorer:
     "An ipywidgets explorer of a map: a sentence, or a class and a prompt style -> heat map and top patches; a place -> its class scores."
 
     def __init__(self, space: TileSpace, sentence: str = "", k: int = 5, style: str = "aerial"):
-        import ipywidgets as W
+        try:
+            import ipywidgets as W
+        except ImportError:
+            from senclip.core import UserError
+
+            raise UserError("the explorer needs ipywidgets: pip install 'senclip[lab]' (or pip install ipywidgets)") from None
 
         self.space, names = space, class_names(space)
         rows, cols = space.shape
