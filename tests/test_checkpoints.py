@@ -269,6 +269,7 @@ def test_random_weights_are_the_same_in_every_process():
     assert float(runs[0][1]) == torch.rand(1).item()  # and the caller's random stream is left as it was
 
 
+@pytest.mark.slow  # over ~3 s on 2 cores (a subprocess starting torch): make test-slow
 def test_loading_a_file_is_silent_and_backbones_load_through_checkpoints(tmp_path):
     """A checkpoint is built on the meta device through core.create_model: open_clip's 'No pretrained weights loaded'
     line (meant for random init) is not printed; build_senclip's backbone comes from the same loader."""

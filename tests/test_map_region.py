@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import rasterio
 
 REGION = Path(__file__).parent / "data" / "region"
@@ -14,6 +15,7 @@ EXE = Path(sys.executable).parent / "senclip_map"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow  # over ~3 s on 2 cores (a subprocess starting torch): make test-slow
 def test_cli_bbox_date_maps_the_mosaic(tmp_path):
     out = tmp_path / "map"
     r = subprocess.run([str(EXE), "--bbox=" + ",".join(map(str, BBOX)), "--date", "2018-06", "--catalog",

@@ -60,6 +60,7 @@ def _check(out):
         np.testing.assert_array_equal(z["sq"], np.arange(26) ** 2)
 
 
+@pytest.mark.slow  # over ~3 s on 2 cores (a subprocess starting torch): make test-slow
 def test_killed_job_resumes_without_redoing_shards(tmp_path):
     job, work = _script(tmp_path), tmp_path / "work"
     work.mkdir()
