@@ -2,25 +2,22 @@
 cloud store serves them) on 127.0.0.1 -- the scenes of tests/data/region (two UTM zones, a baseline-04.00 offset,
 SCL clouds, a no-data corner) -- plus the errors a user meets: nothing found, a missing asset, offline, unreachable,
 malformed --bbox/--date. Nothing here reaches the internet."""
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pystac
 import pytest
 import rasterio
 
 from senclip.core import UserError
 from senclip.region import (build_mosaic, find_region_scenes, read_scene, region_grid, region_mosaic, scene_window,
                             senclip_region)
-from senclip.stac import StacSource, _item_time
+from senclip.stac import StacSource
+from stac_server import stac_api
 
 REGION = Path(__file__).parent / "data" / "region"
 CATALOG = REGION / "catalog.json"
@@ -28,104 +25,10 @@ BBOX = tuple(json.loads((REGION / "region.json").read_text())["bbox"])
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """A STAC API (landing page, POST /search filtering by collection, bbox, datetime, eo:cloud_cover) whose items'
-    assets point at /files/..., served with HTTP Range (bytes=a-b, as GDAL's /vsicurl/ asks)."""
-
-    items: list = []
-    searches: list = []
-    served: dict = {}
-
-    def log_message(self, *a):
-        pass
-
-    def _root(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def _json(self, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _file(self, head=False):
-        f = REGION / self.path[len("/files/"):]
-        if not f.is_file():
-            return self.send_error(404)
-        data = f.read_bytes()
-        a, b = 0, len(data) - 1
-        rng = self.headers.get("Range")
-        if rng and rng.startswith("bytes="):
-            s, e = rng[6:].split(",")[0].split("-")
-            a, b = int(s or 0), min(int(e) if e else len(data) - 1, len(data) - 1)
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(b - a + 1))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        if not head:
-            self.served[f.relative_to(REGION).as_posix()] = self.served.get(f.relative_to(REGION).as_posix(), 0) + b - a + 1
-            self.wfile.write(data[a:b + 1])
-
-    def do_HEAD(self):
-        if self.path.startswith("/files/"):
-            return self._file(head=True)
-        self.send_error(404)
-
-    def do_GET(self):
-        if self.path.startswith("/files/"):
-            return self._file()
-        if self.path.rstrip("/") == "":
-            r = self._root()
-            return self._json({
-                "type": "Catalog", "id": "region-api", "stac_version": "1.0.0", "description": "test STAC API",
-                "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
-                               "https://api.stacspec.org/v1.0.0/item-search#query"],
-                "links": [{"rel": "self", "href": r + "/"}, {"rel": "root", "href": r + "/"},
-                          {"rel": "search", "href": r + "/search", "method": "POST", "type": "application/geo+json"}]})
-        self.send_error(404)
-
-    def do_POST(self):
-        q = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.searches.append(q)
-        start, end = (pd.Timestamp(t.rstrip("Z")) for t in q["datetime"].split("/"))
-        w, s, e, n = q["bbox"]
-        lt = q.get("query", {}).get("eo:cloud_cover", {}).get("lt", 101)
-        hits = []
-        for it in self.items:
-            if (it.collection_id in q.get("collections", [it.collection_id]) and it.bbox[0] <= e and it.bbox[2] >= w
-                    and it.bbox[1] <= n and it.bbox[3] >= s and start <= _item_time(it) <= end
-                    and it.properties["eo:cloud_cover"] < lt):
-                d = it.to_dict()
-                for a in d["assets"].values():
-                    a["href"] = self._root() + "/files/" + Path(a["href"]).resolve().relative_to(REGION).as_posix()
-                hits.append(d)
-        self._json({"type": "FeatureCollection", "features": hits, "links": []})
-
-
 @pytest.fixture
 def region_api():
-    cat = pystac.Catalog.from_file(str(CATALOG))
-    items = []
-    for it in cat.get_items(recursive=True):
-        it.make_asset_hrefs_absolute()
-        items.append(it)
-
-    class Handler(_Handler):
-        pass
-
-    Handler.items, Handler.searches, Handler.served = items, [], {}
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/", Handler
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with stac_api(CATALOG, files_root=REGION, api_id="region-api") as (url, handler):
+        yield url + "/", handler
 
 
 def _read(path):

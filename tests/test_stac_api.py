@@ -1,72 +1,23 @@
 """senclip.sentinel2.StacSource against a real STAC *API* (not a static file) on 127.0.0.1: pystac-client opens the
 landing page, POSTs item searches (point + datetime), and the scene selection and patch cutting follow. The API
 serves the items of tests/data/stac with absolute asset paths, filtering them as a STAC API does."""
-import http.server
-import json
-import threading
 from pathlib import Path
 
 import pandas as pd
-import pystac
 import pytest
 from pyproj import Transformer
 
 from senclip.sentinel2 import open_scene
-from senclip.stac import StacSource, _item_contains, _item_time, find_scenes, patches_from_stac
+from senclip.stac import StacSource, find_scenes, patches_from_stac
+from stac_server import stac_api as serve_stac_api
 
 STAC = Path(__file__).parent / "data" / "stac"
 
 
-@pytest.fixture
-def stac_api():
-    cat = pystac.Catalog.from_file(str(STAC / "catalog.json"))
-    items = []
-    for it in cat.get_items(recursive=True):
-        it.make_asset_hrefs_absolute()
-        items.append(it)
-    searches = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def send_json(self, obj):
-            body = json.dumps(obj).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self):
-            root = f"http://127.0.0.1:{self.server.server_address[1]}"
-            if self.path.rstrip("/") in ("", "/"):
-                return self.send_json({
-                    "type": "Catalog", "id": "test-api", "stac_version": "1.0.0", "description": "test STAC API",
-                    "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
-                                   "https://api.stacspec.org/v1.0.0/item-search#query"],
-                    "links": [{"rel": "self", "href": root + "/"}, {"rel": "root", "href": root + "/"},
-                              {"rel": "search", "href": root + "/search", "method": "POST", "type": "application/geo+json"}]})
-            self.send_error(404)
-
-        def do_POST(self):
-            q = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            searches.append(q)
-            start, end = (pd.Timestamp(t.rstrip("Z")) for t in q["datetime"].split("/"))
-            w, s, e, n = q["bbox"]
-            hits = [it.to_dict() for it in items if it.collection_id in q.get("collections", [it.collection_id])
-                    and it.bbox[0] <= e and it.bbox[2] >= w and it.bbox[1] <= n and it.bbox[3] >= s
-                    and start <= _item_time(it) <= end
-                    and it.properties["eo:cloud_cover"] < q.get("query", {}).get("eo:cloud_cover", {}).get("lt", 101)]
-            self.send_json({"type": "FeatureCollection", "features": hits, "links": []})
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}", searches
-    finally:
-        srv.shutdown()
-        srv.server_close()
+@pytest.fixture(name="stac_api")
+def _stac_api():
+    with serve_stac_api(STAC / "catalog.json") as (url, handler):
+        yield url, handler.searches
 
 
 def test_search_select_and_cut_through_a_stac_api(stac_api, tmp_path):
