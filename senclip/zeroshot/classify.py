@@ -9,7 +9,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -353,10 +352,8 @@ def encode_texts(
         out.append(F.normalize(model.encode_text(tok).float(), dim=-1).cpu())
     emb = torch.cat(out)
     if f is not None:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(".tmp")
-        save_file({"emb": emb.contiguous()}, str(tmp))
-        os.replace(tmp, f)
+        with atomic_path(f) as tmp:  # a killed run never leaves half a file under the final name
+            save_file({"emb": emb.contiguous()}, str(tmp))
     return emb
 
 # %% ../../nbs/04b_zeroshot.classify.ipynb
