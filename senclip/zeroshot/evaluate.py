@@ -238,7 +238,7 @@ def _caveat(model) -> str:
     return caveat({"untrained": getattr(model, "untrained", False), "demo": getattr(model, "demo", False),
                    "arch": str(getattr(model, "arch", ""))})
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def display_name(spec: str, model) -> str:
     "A model's name in the reports: the spec (a file's stem), with core's caveat in parentheses when it has one."
     name = Path(spec).stem if ("/" in spec or "." in Path(spec).name) else spec
@@ -337,7 +337,7 @@ def _literal(v) -> str:
         return "[" + ", ".join(_literal(x) for x in v) + "]"
     return repr(v)
 
-
+# %% ../../nbs/04e_zeroshot.evaluate.ipynb
 def _literal_list(name: str, text: str) -> tuple:
     "A list or tuple written as a Python/JSON literal (papermill passes `-p models '[...]'` as text)."
     import ast
