@@ -23,9 +23,9 @@ from .core import UserError, cache_dir, download_url
 __all__ = ['EUROSAT_CLASSES', 'EUROSAT_CLASSNAMES', 'EUROSAT_COUNTS', 'EUROSAT_URLS', 'EUROSAT_MD5', 'BEN19_CLASSES',
            'BEN43_TO_19', 'BEN_RGB_BANDS', 'BEN_OFFICIAL_BANDS', 'BEN_S2_BANDS', 'BEN_AUTHORS_CONFIG', 'BEN_SPLIT_REPO',
            'BEN_SPLITS', 'LUCAS_LC1_CLASSES', 'BadSampleError', 'SenclipDataset', 'find_eurosat_root',
-           'download_eurosat', 'decode_image', 'EuroSAT', 'ben_labels19', 'stretch_minmax', 'stretch_image',
-           'official_subset', 'bigearthnet_split_file', 'read_bigearthnet_split', 'BigEarthNet', 'TorchgeoBigEarthNet',
-           'LucasLandCover', 'make_lucas_fixture', 'collate_skip']
+           'download_eurosat', 'decode_image', 'read_jpeg_bytes', 'EuroSAT', 'ben_labels19', 'stretch_minmax',
+           'stretch_image', 'official_subset', 'bigearthnet_split_file', 'read_bigearthnet_split', 'BigEarthNet',
+           'TorchgeoBigEarthNet', 'LucasLandCover', 'make_lucas_fixture', 'collate_skip']
 
 # %% ../nbs/01f_datasets.ipynb
 class BadSampleError(RuntimeError):
@@ -72,7 +72,7 @@ class SenclipDataset(Dataset):
                 self._skip(i, self.source(i), e)
                 return None
             raise
-        if self.transform is not None:
+        if self.transform is not None and "image" in sample:  # a sample of JPEG bytes has no image yet
             sample["image"] = self.transform(sample["image"])
         return sample
 
@@ -230,6 +230,19 @@ def decode_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 # %% ../nbs/01f_datasets.ipynb
+def read_jpeg_bytes(path: str | Path) -> torch.Tensor:
+    "A JPEG file's bytes as a uint8 tensor (for `torchvision.io.decode_jpeg`); `BadSampleError` where PIL can't decode it either."
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise BadSampleError(f"{path}: can't read the file ({e}); re-download it or use on_error='skip'") from e
+    if data[:2] != b"\xff\xd8":
+        raise BadSampleError(f"{path}: not a JPEG file; read it with decode=True or use on_error='skip'")
+    if not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):  # truncated, or trailing data: PIL decides
+        decode_image(path)
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+# %% ../nbs/01f_datasets.ipynb
 class EuroSAT(SenclipDataset):
     "EuroSAT RGB from `2750/<Class>/*.jpg`: all images, or those named in a split file."
 
@@ -242,8 +255,10 @@ class EuroSAT(SenclipDataset):
         transform: Callable | None = None,  # applied to the uint8 (3,H,W) image tensor
         on_error: str = "raise",  # raise | skip (bad files give None; see collate_skip)
         download: bool = False,  # fetch the archive into root when the folder is missing
+        decode: bool = True,  # False: samples carry the JPEG file's bytes (`jpeg`, uint8) instead of `image`
     ):
         super().__init__(on_error, transform)
+        self.decode = decode
         if download:
             download_eurosat(root)
         self.root = find_eurosat_root(root)
@@ -261,6 +276,13 @@ class EuroSAT(SenclipDataset):
         self.files = files
         self.targets = [idx[f.split("/")[0]] for f in files]
         self.name = "eurosat" + ("" if split is None else f"-{Path(split).stem}")
+        if not decode and not self.jpeg_files:
+            raise ValueError(f"{self.root}: decode=False hands out JPEG bytes, but some files are not .jpg; use decode=True")
+
+    @property
+    def jpeg_files(self) -> bool:
+        "Every file is a JPEG (by its suffix): the dataset can hand out bytes for decoding on the device."
+        return all(f.lower().endswith((".jpg", ".jpeg")) for f in self.files)
 
     def __len__(self):
         return len(self.files)
@@ -281,7 +303,8 @@ class EuroSAT(SenclipDataset):
         path = self.root / self.files[i]
         if not path.exists():
             raise BadSampleError(f"{path}: listed in the split but missing; check the dataset root")
-        return {"image": decode_image(path), "label": self.targets[i], "meta": {"path": str(path), "index": i}}
+        data = {"image": decode_image(path)} if self.decode else {"jpeg": read_jpeg_bytes(path)}
+        return {**data, "label": self.targets[i], "meta": {"path": str(path), "index": i}}
 
 # %% ../nbs/01f_datasets.ipynb
 BEN19_CLASSES = (

@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from ..core import cache_dir, atomic_path, atomic_write_json, get_device, CLIP_MEAN, CLIP_STD
 
 # %% auto 0
-__all__ = ['RESIZE_MODES', 'FAITHFUL_RESIZE', 'SCORING_RULES', 'load_model', 'model_fingerprint', 'pil_bicubic_matrix',
-           'resize_like_pil', 'preprocess_batch', 'PILResize', 'ImageEmbeddings', 'embedding_key', 'BatchEncoder',
-           'embed_chunk', 'embed_sharded', 'embed_images', 'encode_texts', 'one_hot', 'PromptBank', 'zeroshot_scores',
-           'ZeroShotClassifier', 'zeroshot_classifier']
+__all__ = ['RESIZE_MODES', 'FAITHFUL_RESIZE', 'DECODE_MODES', 'SCORING_RULES', 'load_model', 'model_fingerprint',
+           'pil_bicubic_matrix', 'resize_like_pil', 'preprocess_batch', 'PILResize', 'ImageEmbeddings', 'embedding_key',
+           'BatchEncoder', 'decode_jpegs', 'decode_batch', 'embed_chunk', 'embed_sharded', 'resolve_decode',
+           'embed_images', 'encode_texts', 'one_hot', 'PromptBank', 'zeroshot_scores', 'ZeroShotClassifier',
+           'zeroshot_classifier']
 
 # %% ../../nbs/04b_zeroshot.classify.ipynb
 def load_model(
@@ -167,34 +168,92 @@ class ImageEmbeddings:
         return self.emb[self.valid], self.labels[self.valid]
 
 # %% ../../nbs/04b_zeroshot.classify.ipynb
-def embedding_key(model, dataset, size: int, resize: str, precision: str, mean, std) -> tuple[str, dict]:
+def embedding_key(
+    model, dataset, size: int, resize: str, precision: str, mean, std,
+    decoder: str | None = None,  # a JPEG decoder whose pixels may differ from PIL's (nvjpeg); None: PIL's pixels
+) -> tuple[str, dict]:
     "The cache key (hash) and its readable parts for (model, dataset, preprocessing)."
     fp = dataset.fingerprint() if hasattr(dataset, "fingerprint") else str(len(dataset))
     parts = {"model": str(getattr(model, "name", "?")), "weights": model_fingerprint(model),
              "dataset": getattr(dataset, "name", type(dataset).__name__), "files": fp, "n": len(dataset),
              "size": size, "resize": resize, "precision": precision,
              "mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
+    if decoder is not None:  # only then: entries made with PIL's pixels keep their key
+        parts["decoder"] = decoder
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20], parts
 
 # %% ../../nbs/04b_zeroshot.classify.ipynb
 class BatchEncoder:
-    "uint8 (or PIL-resized float) image batches -> L2-normalised float32 embeddings on the CPU."
+    "uint8 (or PIL-resized float) image batches, or lists of uint8 tiles, -> L2-normalised float32 embeddings on the CPU."
 
     def __init__(self, model, device: str, precision: str = "fp32", resize: str = "pil"):
         self.model, self.device, self.resize = model, str(device), resize
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        x = preprocess_batch(images.to(self.device, non_blocking=True), m.image_size, m.mean, m.std,
-                             resize="torch" if self.resize == "pil" else self.resize)
+    def __call__(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        "Embeddings of a batch (B,3,h,w), or of a list of (3,h,w) tiles (JPEGs decoded on the device)."
+        m, resize = self.model, "pil-device" if self.resize == "pil" else self.resize  # float input: only normalised
+        if isinstance(images, (list, tuple)):
+            same = len({tuple(t.shape) for t in images}) == 1
+            images = torch.stack(images) if same else [preprocess_batch(t[None].to(self.device), m.image_size, m.mean,
+                                                                       m.std, resize=resize) for t in images]
+            images = images if same else torch.cat(images)
+        x = preprocess_batch(images.to(self.device, non_blocking=True), m.image_size, m.mean, m.std, resize=resize)
         with torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype is not None):
             return F.normalize(m.encode_image(x).float(), dim=-1).cpu()
 
 # %% ../../nbs/04b_zeroshot.classify.ipynb
+DECODE_MODES = ("auto", "host", "device")
+
+
+def decode_jpegs(
+    data: Sequence[torch.Tensor],  # JPEG files' bytes, uint8 (n,) tensors
+    device: str,  # where to decode: cuda (nvjpeg) or cpu (libjpeg)
+) -> tuple[list, list[str]]:
+    "uint8 RGB (3,H,W) images decoded on `device`, and one error message per file ('' if decoded, the image None if not)."
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return list(decode_jpeg(list(data), device=device, mode=ImageReadMode.RGB)), [""] * len(data)
+    except RuntimeError:  # one bad file fails the whole call: find it
+        pass
+    out, errs = [], []
+    for d in data:
+        try:
+            out.append(decode_jpeg(d, device=device, mode=ImageReadMode.RGB))
+            errs.append("")
+        except RuntimeError as e:
+            out.append(None)
+            errs.append(str(e).strip().splitlines()[-1].split(", ")[-1])
+    return out, errs
+
+# %% ../../nbs/04b_zeroshot.classify.ipynb
+def decode_batch(
+    batch: dict,  # a collated batch with `jpeg` (a list of byte tensors), `ok` and `meta`
+    dataset,  # its dataset (on_error, and the record of skipped files)
+    device: str,
+) -> tuple[list, torch.Tensor, torch.Tensor]:
+    "The tiles that decode on `device`, which of the batch's good samples they are (bool), and `ok` updated."
+    from senclip.datasets import BadSampleError
+
+    ims, errs = decode_jpegs(batch["jpeg"], device)
+    ok, where = batch["ok"].clone(), torch.nonzero(batch["ok"]).flatten()
+    for j, err in enumerate(errs):
+        if err:
+            meta = batch["meta"][j]
+            bad = BadSampleError(f"{meta['path']}: can't decode the JPEG on {device} ({err}); "
+                                 "re-download the file or use on_error='skip'")
+            if getattr(dataset, "on_error", "raise") != "skip":
+                raise bad
+            dataset._skip(meta["index"], meta["path"], bad)
+            ok[where[j]] = False
+    keep = torch.tensor([not e for e in errs], dtype=torch.bool)
+    return [im for im in ims if im is not None], keep, ok
+
+# %% ../../nbs/04b_zeroshot.classify.ipynb
 def embed_chunk(
     encode: BatchEncoder,
-    dataset,  # a dataset of dict samples (None for an unreadable one)
+    dataset,  # a dataset of dict samples (None for an unreadable one): `image`, or `jpeg` bytes
     idx: Sequence[int],  # the sample indices of this chunk
     batch_size: int = 128,
     num_workers: int = 0,
@@ -205,15 +264,19 @@ def embed_chunk(
     from senclip.core import collate_skip
 
     dl = DataLoader(Subset(dataset, list(idx)), batch_size=batch_size, num_workers=num_workers,
-                    collate_fn=collate_skip, pin_memory=encode.device.startswith("cuda"))
+                    collate_fn=functools.partial(collate_skip, as_list=("meta", "jpeg")), pin_memory=encode.device.startswith("cuda"))
     full_e = full_l = None
     ok = torch.zeros(len(idx), dtype=torch.bool)
     pos = 0
     for b in dl:
-        bok = b["ok"]
+        bok, images, lab = b["ok"], b.get("image"), b.get("label")
+        if b.get("jpeg"):  # bytes: decoded where the model runs
+            images, keep, bok = decode_batch(b, dataset, encode.device)
+            lab = torch.as_tensor(lab)[keep] if keep.any() else None
+            images = images or None
         ok[pos:pos + len(bok)] = bok
-        if b.get("image") is not None:
-            e, lab = encode(b["image"]), torch.as_tensor(b["label"])
+        if images is not None:
+            e, lab = encode(images), torch.as_tensor(lab)
             if full_e is None:
                 full_e = torch.zeros(len(idx), e.shape[1])
                 full_l = torch.zeros((len(idx),) + tuple(lab.shape[1:]), dtype=lab.dtype)
@@ -285,6 +348,38 @@ def _pil_transform(dataset, resize: str, size: int):
         dataset.transform = old
 
 # %% ../../nbs/04b_zeroshot.classify.ipynb
+def resolve_decode(
+    decode: str,  # auto | host | device
+    dataset,
+    device: str,  # where the model runs
+) -> str:
+    "'host' or 'device': where `embed_images` decodes `dataset`'s images."
+    from senclip.core import UserError
+
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+    can = bool(getattr(dataset, "jpeg_files", False)) and getattr(dataset, "transform", None) is None
+    if decode == "auto":
+        return "device" if can and str(device).startswith("cuda") else "host"
+    if decode == "device" and not can:
+        raise UserError(f"decode='device' needs JPEG files the dataset can hand out as bytes (EuroSAT, no transform); "
+                        f"{getattr(dataset, 'name', type(dataset).__name__)} can't: use decode='host'")
+    return decode
+
+# %% ../../nbs/04b_zeroshot.classify.ipynb
+@contextlib.contextmanager
+def _jpeg_bytes(dataset, on: bool):
+    "With `on`, the dataset hands out JPEG bytes (`decode=False`) while the block runs."
+    if not on:
+        yield
+        return
+    old, dataset.decode = dataset.decode, False
+    try:
+        yield
+    finally:
+        dataset.decode = old
+
+# %% ../../nbs/04b_zeroshot.classify.ipynb
 @torch.no_grad()
 def embed_images(
     model,  # a loaded zero-shot model (senclip.load)
@@ -297,6 +392,7 @@ def embed_images(
     cache: str | Path | None | bool = None,  # cache root (default ~/.cache/senclip/embeddings); False disables it
     chunk: int = 4096,  # images per shard (resume granularity; under torchrun, the unit of work of a rank)
     progress: bool = True,
+    decode: str = "auto",  # host (loader workers, PIL) | device (decode_jpeg on `device`: nvjpeg on CUDA) | auto
 ) -> ImageEmbeddings | None:
     "L2-normalised image embeddings of every sample of `dataset`, from the on-disk cache when present (None on torchrun ranks other than 0)."
     from safetensors.torch import load_file
@@ -308,7 +404,9 @@ def embed_images(
     if cache is False and dist_env()[1] > 1:
         raise UserError("embed_images under torchrun needs the embedding cache (a folder every rank sees): set cache")
     device = str(device or get_device())
-    key, parts = embedding_key(model, dataset, model.image_size, resize, precision, model.mean, model.std)
+    decode = resolve_decode(decode, dataset, device)
+    decoder = "nvjpeg" if decode == "device" and device.startswith("cuda") else None  # CPU: libjpeg, PIL's pixels
+    key, parts = embedding_key(model, dataset, model.image_size, resize, precision, model.mean, model.std, decoder)
     root = None if cache is False else Path(cache or cache_dir("embeddings")) / key
     final = root / "embeddings.safetensors" if root is not None else None
     if final is not None and final.exists():
@@ -317,7 +415,7 @@ def embed_images(
     if getattr(model, "model", None) is not None:
         model.model.to(device).eval()
     encode = BatchEncoder(model, device, precision, resize)
-    with _pil_transform(dataset, resize, model.image_size):
+    with _pil_transform(dataset, resize if decode == "host" else "", model.image_size), _jpeg_bytes(dataset, decode == "device"):
         if root is None:  # no cache, nothing to resume: one loader over everything (workers start once)
             with tqdm(total=len(dataset), unit="img", disable=not progress, desc=f"embedding {parts['dataset']}") as bar:
                 t = embed_chunk(encode, dataset, range(len(dataset)), batch_size, num_workers, bar)
