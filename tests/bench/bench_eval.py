@@ -15,6 +15,9 @@
     resize + normalise on the device, bf16 on GPU); official (ImageFolder + per-image PIL bicubic resize +
     ToTensor + Normalize in a DataLoader, fp32, batch 32); the bare image-encoder forward on preloaded,
     preprocessed tensors (an upper bound). CPU goal: ours >= official; GPU goal: ours >= 3x official.
+(d) Issue 13 item 4: images/s of the bare forward on resident images vs the evaluation with JPEGs decoded on the
+    host (PIL, loader workers) vs on the device (decode_jpeg: nvjpeg on CUDA), side by side, as ratios to the bare
+    forward; GPU goal: device decode >= 0.9 of the bare forward. `--skip sweep,throughput,memory` runs only this.
 (c) Peak memory of the streaming EuroSAT embedding run (child process ru_maxrss and tracemalloc peak), for all
     images and for a tenth of them: streaming means the peak does not grow with the number of images.
 
@@ -206,6 +209,59 @@ def bench_throughput(args, model, ds, device):
     RESULTS["throughput_meta"] = {"images": int(n), "bare_images": int(m), "device": machine_name(), "arch": getattr(model, "arch", "")}
 
 
+def device_label(device: str) -> str:
+    "The device in words: the GPU's name, or 'N-core CPU'."
+    return torch.cuda.get_device_name(0) if device.startswith("cuda") else f"{os.cpu_count()}-core CPU"
+
+
+def bench_decode(args, model, ds, device):
+    """(d) Issue 13 item 4, side by side in one run: the bare image-encoder forward on resident, preprocessed images
+    vs the evaluation path from the JPEG files with decoding on the host (PIL in the loader workers) and on the
+    device (torchvision.io.decode_jpeg: nvjpeg on CUDA, libjpeg on the CPU), as img/s and as ratios to the bare
+    forward. Same model, precision, batch size and workers on every side."""
+    from senclip.zeroshot.classify import preprocess_batch
+
+    n = min(args.images, len(ds))
+    sub = subset(ds, list(range(n)))
+    cuda = device.startswith("cuda")
+    dtype, prec = (torch.bfloat16, "bf16") if cuda else (None, "fp32")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    m = min(n, args.bare_images)
+    imgs = torch.stack([sub[i]["image"] for i in range(m)])
+    batches = [preprocess_batch(imgs[i:i + args.batch].to(device), model.image_size, model.mean, model.std,
+                                resize="pil-device") for i in range(0, m, args.batch)]
+    kw = dict(batch_size=args.batch, num_workers=args.workers, device=device, precision=prec, cache=False, progress=False)
+    embed_images(model, subset(ds, list(range(min(n, 2 * args.batch)))), decode="device", **kw)  # warm-up: kernels, decoder
+    sync()
+    rate, emb = {"bare": 0.0, "host": 0.0, "device": 0.0}, {}
+    for _ in range(max(args.repeat, 2)):  # best of, alternating, so a busy machine hurts every side alike
+        t0 = time.perf_counter()
+        with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+            for b in batches:
+                model.encode_image(b)
+        sync()
+        rate["bare"] = max(rate["bare"], m / (time.perf_counter() - t0))
+        for mode in ("host", "device"):
+            t0 = time.perf_counter()
+            emb[mode] = embed_images(model, sub, decode=mode, **kw).emb
+            sync()
+            rate[mode] = max(rate[mode], n / (time.perf_counter() - t0))
+    cos = (emb["host"] * emb["device"]).sum(1).min().item()
+    name = device_label(device)
+    print(f"(d) {n} EuroSAT JPEGs, {getattr(model, 'arch', '')} {prec}, batch {args.batch}, {args.workers} workers on {name}: "
+          f"bare forward {rate['bare']:.1f} img/s; host decode {rate['host']:.1f} img/s = {rate['host'] / rate['bare']:.2f} "
+          f"of bare; device decode {rate['device']:.1f} img/s = {rate['device'] / rate['bare']:.2f} of bare; "
+          f"min cosine host vs device {cos:.6f}")
+    record("eval.decode.bare_forward", rate["bare"], "img/s")
+    record("eval.decode.host", rate["host"], "img/s")
+    record("eval.decode.device", rate["device"], "img/s")
+    record("eval.decode.host_over_bare", rate["host"] / rate["bare"], "x")
+    record("eval.decode.device_over_bare", rate["device"] / rate["bare"], "x", ">= 0.9 on GPU")
+    record("eval.decode.min_cosine_host_device", cos, "cosine", "1 on CPU (same pixels); ~1 with nvjpeg")
+    RESULTS["decode_meta"] = {"images": int(n), "bare_images": int(m), "device": name, "precision": prec,
+                              "batch": args.batch, "workers": args.workers, "arch": getattr(model, "arch", "")}
+
+
 CHILD = r"""
 import json, resource, sys, time, tracemalloc
 import numpy as np
@@ -283,7 +339,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=0, help="our batch size (default 32 CPU, 512 GPU)")
     ap.add_argument("--workers", type=int, default=-1, help="loader workers (default 0 CPU, 12 GPU)")
     ap.add_argument("--repeat", type=int, default=0, help="(b) best of this many runs (default 3 CPU, 1 GPU)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: sweep,throughput,memory")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: sweep,throughput,decode,memory")
     ap.add_argument("--json", default="", help="also write every number to this JSON file")
     args = ap.parse_args(argv)
     gpu = args.gpu and torch.cuda.is_available()
@@ -315,6 +371,10 @@ def main(argv=None):
     if "throughput" not in skip:
         m = load_model(args.arch or "ViT-B-32-quickgelu", device=device)
         bench_throughput(args, m, ds, device)
+        del m
+    if "decode" not in skip:
+        m = load_model(args.arch or "ViT-B-32-quickgelu", device=device)
+        bench_decode(args, m, ds, device)
         del m
     if "memory" not in skip:
         bench_memory(args, ds.root.parent if ds.root.name == "2750" else ds.root, args.arch or ("ViT-B-32-quickgelu" if gpu else "senclip-tiny-vit"), device)
