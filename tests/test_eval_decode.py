@@ -106,3 +106,10 @@ def test_bytes_mode_refuses_other_files(tmp_path):
     with pytest.raises(ValueError, match="some files are not .jpg"):
         EuroSAT(tmp_path, decode=False)
     assert not EuroSAT(tmp_path).jpeg_files
+
+
+def test_device_decode_with_loader_workers(model, eurosat):
+    "Bytes packed per batch by collate_jpeg cross from worker processes; the embeddings stay the host path's."
+    host = embed_images(model, eurosat, batch_size=64, cache=False, progress=False, decode="host")
+    dev = embed_images(model, eurosat, batch_size=64, num_workers=2, cache=False, progress=False, decode="device")
+    assert torch.equal(dev.emb, host.emb) and torch.equal(dev.labels, host.labels)

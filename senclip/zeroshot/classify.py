@@ -22,9 +22,9 @@ from ..core import cache_dir, atomic_path, atomic_write_json, get_device, CLIP_M
 # %% auto 0
 __all__ = ['RESIZE_MODES', 'FAITHFUL_RESIZE', 'DECODE_MODES', 'SCORING_RULES', 'load_model', 'model_fingerprint',
            'pil_bicubic_matrix', 'resize_like_pil', 'preprocess_batch', 'PILResize', 'ImageEmbeddings', 'embedding_key',
-           'BatchEncoder', 'decode_jpegs', 'decode_batch', 'embed_chunk', 'embed_sharded', 'resolve_decode',
-           'embed_images', 'encode_texts', 'one_hot', 'PromptBank', 'zeroshot_scores', 'ZeroShotClassifier',
-           'zeroshot_classifier']
+           'BatchEncoder', 'decode_jpegs', 'decode_batch', 'collate_jpeg', 'embed_chunk', 'embed_sharded',
+           'resolve_decode', 'embed_images', 'encode_texts', 'one_hot', 'PromptBank', 'zeroshot_scores',
+           'ZeroShotClassifier', 'zeroshot_classifier']
 
 # %% ../../nbs/04b_zeroshot.classify.ipynb
 def load_model(
@@ -229,14 +229,17 @@ def decode_jpegs(
 
 # %% ../../nbs/04b_zeroshot.classify.ipynb
 def decode_batch(
-    batch: dict,  # a collated batch with `jpeg` (a list of byte tensors), `ok` and `meta`
+    batch: dict,  # a collated batch with `jpeg` (byte tensors, or packed by collate_jpeg), `ok` and `meta`
     dataset,  # its dataset (on_error, and the record of skipped files)
     device: str,
 ) -> tuple[list, torch.Tensor, torch.Tensor]:
     "The tiles that decode on `device`, which of the batch's good samples they are (bool), and `ok` updated."
     from senclip.datasets import BadSampleError
 
-    ims, errs = decode_jpegs(batch["jpeg"], device)
+    data = batch["jpeg"]
+    if isinstance(data, torch.Tensor):  # packed by collate_jpeg
+        data = list(torch.split(data, batch["jpeg_sizes"]))
+    ims, errs = decode_jpegs(data, device)
     ok, where = batch["ok"].clone(), torch.nonzero(batch["ok"]).flatten()
     for j, err in enumerate(errs):
         if err:
@@ -251,6 +254,17 @@ def decode_batch(
     return [im for im in ims if im is not None], keep, ok
 
 # %% ../../nbs/04b_zeroshot.classify.ipynb
+def collate_jpeg(batch: list) -> dict:
+    "core's `collate_skip`, with the samples' JPEG bytes (when they carry them) packed as one uint8 `jpeg` and `jpeg_sizes`."
+    from senclip.core import collate_skip
+
+    out = collate_skip(batch, as_list=("meta", "jpeg"))
+    if out.get("jpeg"):
+        out["jpeg_sizes"] = [len(t) for t in out["jpeg"]]
+        out["jpeg"] = torch.cat(out["jpeg"])
+    return out
+
+# %% ../../nbs/04b_zeroshot.classify.ipynb
 def embed_chunk(
     encode: BatchEncoder,
     dataset,  # a dataset of dict samples (None for an unreadable one): `image`, or `jpeg` bytes
@@ -261,16 +275,15 @@ def embed_chunk(
 ) -> dict:
     "Embeddings, labels and validity of the samples `idx` of `dataset` (one shard of the cache)."
     from torch.utils.data import DataLoader, Subset
-    from senclip.core import collate_skip
 
     dl = DataLoader(Subset(dataset, list(idx)), batch_size=batch_size, num_workers=num_workers,
-                    collate_fn=functools.partial(collate_skip, as_list=("meta", "jpeg")), pin_memory=encode.device.startswith("cuda"))
+                    collate_fn=collate_jpeg, pin_memory=encode.device.startswith("cuda"))
     full_e = full_l = None
     ok = torch.zeros(len(idx), dtype=torch.bool)
     pos = 0
     for b in dl:
         bok, images, lab = b["ok"], b.get("image"), b.get("label")
-        if b.get("jpeg"):  # bytes: decoded where the model runs
+        if "jpeg" in b:  # bytes: decoded where the model runs
             images, keep, bok = decode_batch(b, dataset, encode.device)
             lab = torch.as_tensor(lab)[keep] if keep.any() else None
             images = images or None
