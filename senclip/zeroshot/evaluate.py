@@ -834,7 +834,8 @@ def evaluate(run: EvalRun) -> EvalRun:
     c, s = run.cfg, run.settings
     device = c.device or ("cuda" if torch.cuda.is_available() else "cpu")
     emb_kwargs = dict(batch_size=c.batch_size, num_workers=c.workers, device=device, precision=s["precision"],
-                      resize=s["resize"], cache=c.cache or None, chunk=c.chunk, progress=c.progress)
+                      resize=s["resize"], cache=c.cache or None, chunk=c.chunk, progress=c.progress,
+                      decode="host" if c.config == "authors" else "auto")  # the authors' numbers: PIL's pixels, not nvjpeg's
     main = dist_env()[0] == 0
     pub = published_table()
     for spec in run.specs:
