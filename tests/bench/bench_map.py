@@ -10,6 +10,9 @@ peak memory (RSS) of mapping the bundled scene; reported with senclip.core.bench
     interleaved. Random weights: a timing, not a result.
 (b) peak RSS of a child process that maps the bundled crop (VmHWM), and of the same process stopping before the map
     (imports, model, scene opened): what the mapping itself adds.
+(c) with `--full-tile N` (default 10980 with --gpu; 0 = skip): a full Sentinel-2 tile from local COGs mapped end to
+    end (goal: 10980 x 10980 px in under 60 s on one GPU). The scene is the bundled crop tiled out to N x N px as one
+    COG per band (B04, B03, B02; 512 px blocks, deflate), written once to a temporary folder and not timed.
 """
 import argparse
 import json
@@ -100,6 +103,39 @@ def peak_rss(arch, tile, dev, run):
     return json.loads(r.stdout.strip().splitlines()[-1])["maxrss_mb"]
 
 
+def full_tile_scene(n: int, folder: Path) -> Path:
+    "An N x N px scene (one COG per band, the crop repeated) in `folder`: real reflectances at Sentinel-2 tile size."
+    import rasterio
+    from rasterio.transform import from_origin
+
+    with rasterio.open(CROP) as src:
+        crop, t, names = src.read(), src.transform, list(src.descriptions)
+    reps = (-(-n // crop.shape[1]), -(-n // crop.shape[2]))
+    prof = dict(driver="COG", dtype=crop.dtype.name, count=1, width=n, height=n, crs=src.crs, compress="deflate",
+                blocksize=512, transform=from_origin(t.c, t.f, t.a, -t.e))
+    for name in ("B04", "B03", "B02"):  # true colour, by the crop's band descriptions (B02, B03, B04, B08)
+        with rasterio.open(folder / f"{name}.tif", "w", **prof) as dst:
+            dst.write(np.tile(crop[names.index(name)], reps)[:n, :n], 1)
+    return folder
+
+
+def full_tile(arch, n, tile, batch, dev):
+    "Seconds to map an N x N px scene end to end (read, masks, forward, classify, write the COGs)."
+    import senclip
+    from senclip.mapping import map_scene
+
+    scene = full_tile_scene(n, Path(tempfile.mkdtemp(prefix="bench_map_tile_")))
+    model = senclip.load(arch, device=dev).eval()
+    out = Path(tempfile.mkdtemp(prefix="bench_map_full_"))
+    t = time.perf_counter()
+    map_scene(scene, model, out_dir=out, tile=tile, batch_size=batch, device=str(dev), progress=False)
+    if dev.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", action="store_true", help="on CUDA")
@@ -107,6 +143,8 @@ def main(argv=None):
     ap.add_argument("--tile", type=int, default=0, help="tile size (default 128 on CPU: 64 windows; 64 on GPU: 256)")
     ap.add_argument("--batch", type=int, default=0, help="tiles per batch (default 64 CPU / 256 GPU)")
     ap.add_argument("--repeats", type=int, default=0, help="timed repeats per side (default 1 CPU / 3 GPU)")
+    ap.add_argument("--full-tile", type=int, default=-1, help="(c) map an N x N px scene end to end (default 10980 "
+                    "with --gpu, skipped on CPU; 0 = skip)")
     a, _ = ap.parse_known_args(argv)  # run_all.py may pass flags meant for other scripts
     import torch
 
@@ -127,6 +165,13 @@ def main(argv=None):
           f"process with the model loaded and the scene opened, {base:.0f} MB)")
     bench_record(f"map.memory.{tag}.peak_rss_mb", full, "MB", higher_is_better=False)
     bench_record(f"map.memory.{tag}.peak_rss_added_mb", full - base, "MB", higher_is_better=False)
+    n = a.full_tile if a.full_tile >= 0 else (10980 if a.gpu else 0)
+    if n:
+        sec = full_tile(a.arch, n, a.tile, batch, dev)
+        print(f"(c) a {n} x {n} px scene from local COGs mapped end to end, tile {a.tile}, {machine_name()}: {sec:.1f} s"
+              + (" (goal: under 60 s on one GPU)" if n == 10980 else ""))
+        bench_record(f"map.full_tile.{tag}.seconds_{n}px", sec, "s", higher_is_better=False,
+                     **({"goal": "< 60"} if n == 10980 and a.gpu else {}))
 
 
 if __name__ == "__main__":
