@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field, fields, asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -28,9 +28,9 @@ __all__ = ['SENCLIP_MEAN', 'SENCLIP_STD', 'CLIP_MEAN', 'CLIP_STD', 'PRESETS', 'U
            'repo_root', 'sample_dir', 'seed_everything', 'get_device', 'dist_env', 'dist_setup', 'DistInfo',
            'distributed', 'barrier', 'all_gather_objects', 'UserError', 'cli_errors', 'split_overrides',
            'apply_overrides', 'atomic_path', 'atomic_write', 'atomic_write_json', 'atomic_torch_save',
-           'ensure_writable', 'fingerprint', 'ShardCache', 'collate_skip', 'is_true', 'caveat', 'OfflineError',
-           'ChecksumError', 'is_offline', 'sha256sum', 'download_url', 'git_commit', 'machine_name', 'run_metadata',
-           'bench_record', 'register_model_configs', 'create_model']
+           'ensure_writable', 'fingerprint', 'ShardCache', 'background', 'collate_skip', 'is_true', 'caveat',
+           'OfflineError', 'ChecksumError', 'is_offline', 'sha256sum', 'download_url', 'git_commit', 'machine_name',
+           'run_metadata', 'bench_record', 'register_model_configs', 'create_model']
 
 # %% ../nbs/00_core.ipynb
 SENCLIP_MEAN = (0.347, 0.376, 0.296)  # SenCLIP normalisation (official code), RGB
@@ -652,6 +652,47 @@ class ShardCache:
 
     def __repr__(self) -> str:
         return f"ShardCache({str(self.folder)!r}, {len(self.done())}/{self.n_shards} shards of {self.shard_size} items)"
+
+# %% ../nbs/00_core.ipynb
+def background(
+    items: Iterable,  # any iterator; it is only advanced in the worker thread
+    depth: int = 2,  # items prepared ahead of the consumer
+):
+    "Yield the items of `items`, produced in a daemon thread up to `depth` ahead; its exceptions are raised here."
+    import queue
+    import threading
+
+    q, stop, end = queue.Queue(max(1, depth)), threading.Event(), object()
+
+    def put(x) -> bool:  # False once the consumer has gone
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                q.put(x, timeout=0.05)
+                return True
+        return False
+
+    def work():
+        try:
+            for x in items:
+                if not put((None, x)):
+                    return
+            put((None, end))
+        except BaseException as e:  # handed to the consumer
+            put((e, None))
+
+    t = threading.Thread(target=work, daemon=True, name="senclip-background")
+    t.start()
+    try:
+        while True:
+            err, x = q.get()
+            if err is not None:
+                raise err
+            if x is end:
+                return
+            yield x
+    finally:
+        stop.set()
+        t.join()
 
 # %% ../nbs/00_core.ipynb
 def collate_skip(
