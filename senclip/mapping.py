@@ -23,8 +23,9 @@ from .sentinel2 import RGB_BANDS, SCL_CLOUDY, Scene, cloud_bands, open_scene, re
 # %% auto 0
 __all__ = ['NODATA_CLASS', 'class_colors', 'tile_offsets', 'tile_grid', 'cell_windows', 'MapConfig', 'tile_masks',
            'iter_tile_strips', 'iter_tiles', 'stretch_tiles', 'write_class_map', 'write_float_map', 'BandError',
-           'check_scene', 'embed_shard', 'embed_tiles', 'classify_tiles', 'onto_cells', 'label_cells', 'write_outputs',
-           'classify_and_write', 'map_scene', 'plot_map', 'heat_map', 'demo_map', 'senclip_map']
+           'check_scene', 'prepared_strips', 'embed_shard', 'embed_tiles', 'classify_tiles', 'onto_cells',
+           'label_cells', 'write_outputs', 'classify_and_write', 'map_scene', 'plot_map', 'heat_map', 'demo_map',
+           'senclip_map']
 
 # %% ../nbs/05_mapping.ipynb
 NODATA_CLASS = 255  # the class value of a cell with no data (nodata, cloud, or no valid window)
@@ -134,8 +135,11 @@ def tile_masks(
     "(nodata, cloud) boolean masks of a window: nodata where a mapped band is the scene's nodata, all are 0, or SCL is 0; cloud by SCL or the L1C brightness/cirrus test (never where nodata)."
     from senclip.sentinel2 import _l1c_cloud_mask
 
-    data = np.stack([arrays[b] for b in bands])
-    nod = (data == scene.nodata).any(0) | (data == 0).all(0)
+    nod, zero = np.zeros(arrays[bands[0]].shape, bool), np.ones(arrays[bands[0]].shape, bool)
+    for b in bands:
+        nod |= arrays[b] == scene.nodata
+        zero &= arrays[b] == 0
+    nod |= zero
     if "SCL" in arrays:
         nod |= arrays["SCL"] == 0
     if test == "scl":
@@ -149,9 +153,12 @@ def tile_masks(
 # %% ../nbs/05_mapping.ipynb
 def _window_fractions(mask: np.ndarray, ys, xs, tile: int) -> np.ndarray:
     "Fraction of True pixels of `mask` in each `tile` window with top-left (ys[i], xs[j]): (len(ys), len(xs)), from a summed-area table."
-    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    s[1:, 1:] = mask.cumsum(0).cumsum(1)
     y, x = np.asarray(ys)[:, None], np.asarray(xs)[None]
+    if not mask.any():  # the usual strip: nothing masked
+        return np.zeros((y.shape[0], x.shape[1]))
+    s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int32)  # a strip's count fits in 32 bits
+    np.cumsum(mask, 0, dtype=np.int32, out=s[1:, 1:])
+    np.cumsum(s[1:, 1:], 1, out=s[1:, 1:])
     return (s[y + tile, x + tile] - s[y, x + tile] - s[y + tile, x] + s[y, x]) / tile**2
 
 # %% ../nbs/05_mapping.ipynb
@@ -185,7 +192,8 @@ def iter_tile_strips(
         idx = (np.arange(r0, r0 + k)[:, None] * cols + np.arange(cols)).ravel()
         keep = (idx >= start) & (idx < stop)
         win = sliding_window_view(strip[[need.index(b) for b in bands]], (tile, tile), axis=(1, 2))
-        tiles = win[:, ry][:, :, xs].transpose(1, 2, 0, 3, 4).reshape(-1, len(bands), tile, tile)[keep]
+        tiles = win[:, ry[:, None], np.asarray(xs)[None]]  # both axes in one index: no (C, k, width, t, t) copy
+        tiles = tiles.transpose(1, 2, 0, 3, 4).reshape(-1, len(bands), tile, tile)[keep]
         yield (idx[keep], tiles, _window_fractions(nod, ry, xs, tile).ravel()[keep],
                _window_fractions(cloud, ry, xs, tile).ravel()[keep])
 
@@ -212,10 +220,13 @@ def stretch_tiles(
     "`stretch_to_uint8` of each tile of a batch: (N, C, H, W) uint8."
     if method != "minmax" or len(tiles) == 0:
         return stretch_to_uint8(tiles, bands, method, offset) if len(tiles) else tiles.astype(np.uint8)
-    a = tiles.astype(np.float32)
-    lo, hi = a.min((1, 2, 3), keepdims=True), a.max((1, 2, 3), keepdims=True)
-    span = np.where(hi > lo, hi - lo, 1)
-    return np.clip(np.where(hi > lo, (a - lo) / span * 255.0, 0), 0, 255).astype(np.uint8)
+    lo = tiles.min((1, 2, 3), keepdims=True).astype(np.float32)
+    span = np.maximum(tiles.max((1, 2, 3), keepdims=True).astype(np.float32) - lo, 1)  # a flat tile: 0 / 1 = 0
+    a = tiles.astype(np.float32)  # in place from here: (a - lo) / span * 255 lies in [0, 255], as stretch_to_uint8
+    a -= lo
+    a /= span
+    a *= 255.0
+    return a.astype(np.uint8)
 
 # %% ../nbs/05_mapping.ipynb
 def _cog_options(height: int, width: int, resampling: str = "nearest") -> dict:
@@ -387,17 +398,30 @@ def _state_key(scene, model, params: dict) -> str:
     return h.hexdigest()[:16]
 
 # %% ../nbs/05_mapping.ipynb
-def _embed_batch(model, tiles: np.ndarray, dev) -> np.ndarray:
-    "Normalised float32 embeddings (N, D) of uint8 tiles (N, 3, h, w): resize and normalise, one image-tower forward."
+def _embed_batch(model, tiles: np.ndarray, dev):
+    "Normalised float32 embeddings (N, D) of uint8 tiles (N, 3, h, w), left on the device: resize and normalise, one image-tower forward."
     import torch
     import torch.nn.functional as F
 
     from senclip.zeroshot import classify  # looked up at call time: tests wrap classify.preprocess_batch
 
-    x = torch.from_numpy(tiles).to(dev)
+    x = torch.from_numpy(tiles).to(dev, non_blocking=True)
     with torch.no_grad():
         z = model.encode_image(classify.preprocess_batch(x, model.image_size, model.mean, model.std))
-    return F.normalize(z.float(), dim=-1).cpu().numpy()
+    return F.normalize(z.float(), dim=-1)
+
+# %% ../nbs/05_mapping.ipynb
+def prepared_strips(
+    sc: Scene,
+    cfg: MapConfig,
+    test: str,  # cloud test (check_scene)
+    lo: int,  # first tile index
+    hi: int,  # one past the last
+):
+    "Yield (tile indices (k,), why (k,) 0 kept / 1 no data / 2 cloud, uint8 tiles of the kept ones) per strip of tiles lo:hi."
+    for idx, tiles, nodf, cloudf in iter_tile_strips(sc, cfg.bands, cfg.tile, cfg.step, lo, hi, test):
+        why = np.where(nodf > cfg.max_nodata, 1, np.where(cloudf > cfg.max_cloud, 2, 0)).astype(np.uint8)
+        yield idx, why, stretch_tiles(tiles[why == 0], cfg.bands, cfg.stretch, sc.offset)
 
 # %% ../nbs/05_mapping.ipynb
 def embed_shard(
@@ -411,6 +435,10 @@ def embed_shard(
     bar=None,  # a tqdm bar to advance
 ) -> dict:
     "Tiles lo:hi embedded: {'emb': (k, D) float32, zero where dropped; 'valid': (k,); 'why': (k,) 0 kept, 1 no data, 2 cloud}."
+    import torch
+
+    from senclip.core import background
+
     why, pos, out, pend = [], [], [], []
 
     def run(final: bool):  # embed the pending tiles in whole batches (all of them at the end)
@@ -421,17 +449,15 @@ def embed_shard(
         if n < len(x):
             pend.append(x[n:])
 
-    for idx, tiles, nodf, cloudf in iter_tile_strips(sc, cfg.bands, cfg.tile, cfg.step, lo, hi, test):
-        w = np.where(nodf > cfg.max_nodata, 1, np.where(cloudf > cfg.max_cloud, 2, 0)).astype(np.uint8)
-        why.append(w), pos.append(idx[w == 0] - lo)
-        pend.append(stretch_tiles(tiles[w == 0], cfg.bands, cfg.stretch, sc.offset))
+    for idx, w, kept in background(prepared_strips(sc, cfg, test, lo, hi)):  # the next strip is read meanwhile
+        why.append(w), pos.append(idx[w == 0] - lo), pend.append(kept)
         if sum(map(len, pend)) >= cfg.batch_size:
             run(False)
         if bar is not None:
             bar.update(len(idx))
     run(True)
     why, pos = np.concatenate(why), np.concatenate(pos)
-    z = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    z = torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), np.float32)  # one device sync per shard
     emb = np.zeros((hi - lo, z.shape[1]), np.float32)
     emb[pos] = z
     return dict(emb=emb, valid=why == 0, why=why)
