@@ -210,3 +210,32 @@ def test_remainders_mapped(tmp_path, model):
     with rasterio.open(q["classes"]) as e, rasterio.open(q["confidence"]) as ec:
         assert e.read(1)[0, 0] == cls[-1, -1]  # the corner cell is the class of the edge-aligned tile
         np.testing.assert_allclose(ec.read(1)[0, 0], conf[-1, -1], rtol=1e-5)
+
+
+def test_overlapped_embedding_equals_sequential(tmp_path, model):
+    "embed_shard reads strips in a background thread and syncs once per shard: the embeddings equal a plain loop's."
+    import torch
+
+    from senclip.mapping import MapConfig, _embed_batch, embed_shard, iter_tile_strips, stretch_tiles
+    from senclip.sentinel2 import open_scene
+
+    scene = tmp_path / "holes.tif"
+    with rasterio.open(CROP) as s:
+        prof, arr = s.profile, s.read()
+    arr[:, 400:600, :300] = 0  # no-data tiles on both sides of the first strip's end (tile rows 6-9 of 16 tiles)
+    with rasterio.open(scene, "w", **prof) as d:
+        d.write(arr)
+        d.descriptions = ("B02", "B03", "B04", "B08")
+    cfg = MapConfig(tile=64, batch_size=24)  # batches straddle strips
+    with open_scene(scene) as sc:
+        got = embed_shard(sc, model, cfg, "none", 100, 180)  # strips of 8 tile rows: 100-127, then 128-179
+        ref, why = [], []
+        for idx, tiles, nodf, _ in iter_tile_strips(sc, cfg.bands, 64, 64, 100, 180):
+            keep = nodf <= cfg.max_nodata
+            why.append(np.where(keep, 0, 1)), ref.append(stretch_tiles(tiles[keep], cfg.bands))
+    x = np.concatenate(ref)
+    z = torch.cat([_embed_batch(model, x[b:b + 24], "cpu") for b in range(0, len(x), 24)]).numpy()
+    np.testing.assert_array_equal(got["why"], np.concatenate(why))
+    assert 0 < got["valid"].sum() < 80 and np.array_equal(got["valid"], np.concatenate(why) == 0)
+    np.testing.assert_array_equal(got["emb"][got["valid"]], z)
+    assert not got["emb"][~got["valid"]].any()
