@@ -22,8 +22,8 @@ from .sentinel2 import RGB_BANDS, SCL_CLOUDY, Scene, cloud_bands, open_scene, re
 
 # %% auto 0
 __all__ = ['NODATA_CLASS', 'class_colors', 'tile_offsets', 'tile_grid', 'cell_windows', 'MapConfig', 'tile_masks',
-           'iter_tile_strips', 'iter_tiles', 'stretch_tiles', 'write_class_map', 'write_float_map', 'BandError',
-           'check_scene', 'prepared_strips', 'embed_shard', 'embed_tiles', 'classify_tiles', 'onto_cells',
+           'iter_tile_strips', 'iter_tiles', 'stretch_tiles', 'stretch_batch', 'write_class_map', 'write_float_map',
+           'BandError', 'check_scene', 'prepared_strips', 'embed_shard', 'embed_tiles', 'classify_tiles', 'onto_cells',
            'label_cells', 'write_outputs', 'classify_and_write', 'map_scene', 'plot_map', 'heat_map', 'demo_map',
            'senclip_map']
 
@@ -103,6 +103,7 @@ class MapConfig:
     scl: str | None = None  # an SCL file (L2A scene classification) for a scene that has no SCL band
     max_nodata: float = 0.0  # largest no-data fraction of a tile (0: a tile touching no data is no data)
     max_cloud: float = 0.25  # largest cloudy fraction of a tile
+    stretch_on: str = "auto"  # where tiles become 8 bits: auto (the device on CUDA, else the host) | host | device
     probabilities: bool = False  # also write a float16 per-class probability COG
     caveat: str | None = None  # label stamped on the outputs; None = from the model (senclip.core.caveat)
     allow_no_crs: bool = False  # map a scene without CRS or geotransform, in its pixel grid; the outputs say so
@@ -117,6 +118,8 @@ class MapConfig:
         self.bands = tuple(self.bands)
         if len(self.bands) != 3:
             raise ValueError(f"bands must name 3 bands (R, G, B), got {self.bands}")
+        if self.stretch_on not in ("auto", "host", "device"):
+            raise ValueError(f"stretch_on {self.stretch_on!r} is not one of auto, host, device")
         if self.cloud_test not in ("auto", "scl", "brightness", "none"):
             raise ValueError(f"cloud_test {self.cloud_test!r} is not one of auto, scl, brightness, none")
 
@@ -227,6 +230,34 @@ def stretch_tiles(
     a /= span
     a *= 255.0
     return a.astype(np.uint8)
+
+# %% ../nbs/05_mapping.ipynb
+def stretch_batch(
+    tiles: np.ndarray,  # (N, C, H, W) digital numbers, as read
+    bands: Sequence[str],
+    method: str = "minmax",  # minmax | fixed, as stretch_tiles
+    offset: float = 0.0,  # DN offset (fixed only)
+    device=None,  # torch device to stretch on
+):
+    "`stretch_tiles` on a torch device: (N, C, H, W) uint8 tensor, the same bytes."
+    import torch
+
+    from senclip.sentinel2 import S2_FIXED_RANGE
+
+    if tiles.dtype == np.uint16:  # ship the bits as int16, widen on the device
+        a = torch.from_numpy(tiles.view(np.int16)).to(device, non_blocking=True).to(torch.int32).bitwise_and_(0xFFFF)
+    else:
+        a = torch.from_numpy(tiles).to(device, non_blocking=True)
+    a = a.float()
+    if method == "minmax":
+        lo = a.amin((1, 2, 3), keepdim=True)
+        span = (a.amax((1, 2, 3), keepdim=True) - lo).clamp_min_(1)  # before `a` changes in place
+        return a.sub_(lo).div_(span).mul_(255.0).to(torch.uint8)
+    if method != "fixed":
+        raise ValueError(f"stretch {method!r} is not one of 'minmax', 'fixed'")
+    rng = torch.tensor([S2_FIXED_RANGE[b] for b in bands], dtype=torch.float32, device=a.device)
+    lo, hi = rng[:, :1, None], rng[:, 1:, None]
+    return ((a - offset - lo) / (hi - lo) * 255.0).clamp_(0, 255).to(torch.uint8)
 
 # %% ../nbs/05_mapping.ipynb
 def _cog_options(height: int, width: int, resampling: str = "nearest") -> dict:
@@ -398,14 +429,19 @@ def _state_key(scene, model, params: dict) -> str:
     return h.hexdigest()[:16]
 
 # %% ../nbs/05_mapping.ipynb
-def _embed_batch(model, tiles: np.ndarray, dev):
-    "Normalised float32 embeddings (N, D) of uint8 tiles (N, 3, h, w), left on the device: resize and normalise, one image-tower forward."
+def _embed_batch(
+    model,
+    tiles: np.ndarray,  # (N, 3, h, w) uint8, or digital numbers when `stretch` is given
+    dev,
+    stretch: tuple | None = None,  # (bands, method, offset): stretch on the device first (stretch_batch)
+):
+    "Normalised float32 embeddings (N, D), left on the device: [stretch,] resize and normalise, one image-tower forward."
     import torch
     import torch.nn.functional as F
 
     from senclip.zeroshot import classify  # looked up at call time: tests wrap classify.preprocess_batch
 
-    x = torch.from_numpy(tiles).to(dev, non_blocking=True)
+    x = stretch_batch(tiles, *stretch, device=dev) if stretch else torch.from_numpy(tiles).to(dev, non_blocking=True)
     with torch.no_grad():
         z = model.encode_image(classify.preprocess_batch(x, model.image_size, model.mean, model.std))
     return F.normalize(z.float(), dim=-1)
@@ -417,11 +453,13 @@ def prepared_strips(
     test: str,  # cloud test (check_scene)
     lo: int,  # first tile index
     hi: int,  # one past the last
+    stretch: bool = True,  # False: the kept tiles as read (to be stretched on the device)
 ):
-    "Yield (tile indices (k,), why (k,) 0 kept / 1 no data / 2 cloud, uint8 tiles of the kept ones) per strip of tiles lo:hi."
+    "Yield (tile indices (k,), why (k,) 0 kept / 1 no data / 2 cloud, the kept tiles as uint8) per strip of tiles lo:hi."
     for idx, tiles, nodf, cloudf in iter_tile_strips(sc, cfg.bands, cfg.tile, cfg.step, lo, hi, test):
         why = np.where(nodf > cfg.max_nodata, 1, np.where(cloudf > cfg.max_cloud, 2, 0)).astype(np.uint8)
-        yield idx, why, stretch_tiles(tiles[why == 0], cfg.bands, cfg.stretch, sc.offset)
+        kept = tiles[why == 0]
+        yield idx, why, stretch_tiles(kept, cfg.bands, cfg.stretch, sc.offset) if stretch else kept
 
 # %% ../nbs/05_mapping.ipynb
 def embed_shard(
@@ -440,16 +478,18 @@ def embed_shard(
     from senclip.core import background
 
     why, pos, out, pend = [], [], [], []
+    on_dev = cfg.stretch_on == "device" or (cfg.stretch_on == "auto" and torch.device(dev or "cpu").type == "cuda")
+    stretch = (cfg.bands, cfg.stretch, sc.offset) if on_dev else None
 
     def run(final: bool):  # embed the pending tiles in whole batches (all of them at the end)
-        x = np.concatenate(pend) if pend else np.zeros((0,), np.uint8)
+        x = np.concatenate(pend) if pend else np.zeros((0, 3, cfg.tile, cfg.tile), np.uint8)
         pend.clear()
         n = len(x) if final else len(x) // cfg.batch_size * cfg.batch_size
-        out.extend(_embed_batch(model, x[b:b + cfg.batch_size], dev) for b in range(0, n, cfg.batch_size))
+        out.extend(_embed_batch(model, x[b:b + cfg.batch_size], dev, stretch) for b in range(0, n, cfg.batch_size))
         if n < len(x):
             pend.append(x[n:])
 
-    for idx, w, kept in background(prepared_strips(sc, cfg, test, lo, hi)):  # the next strip is read meanwhile
+    for idx, w, kept in background(prepared_strips(sc, cfg, test, lo, hi, not on_dev)):  # reads the next strip now
         why.append(w), pos.append(idx[w == 0] - lo), pend.append(kept)
         if sum(map(len, pend)) >= cfg.batch_size:
             run(False)

@@ -2,6 +2,7 @@
 
     python3 tests/gpu_check_mapping.py          # ~1 minute, offline
 
+0. stretch_batch on CUDA (the default stretch of a CUDA map) gives stretch_tiles' bytes exactly, both methods;
 1. map_scene on CUDA and CPU with the same ViT-B-32-quickgelu random weights gives the same class map on the sample
    crop (>= 98% of tiles; ties between near-equal random scores may flip) and confidences within 1e-3;
 2. throughput on a 6144 x 6144 px scene tiled from the crop (9216 tiles of 64 px, ViT-B-32 at 224 px), batch 256.
@@ -16,13 +17,21 @@ import rasterio
 import torch
 
 from senclip.core import sample_dir
-from senclip.mapping import map_scene
+from senclip.mapping import iter_tile_strips, map_scene, stretch_batch, stretch_tiles
+from senclip.sentinel2 import RGB_BANDS, open_scene
 from senclip.model import load
 
 assert torch.cuda.is_available(), "this check needs a CUDA GPU"
 print(torch.cuda.get_device_name(0))
 tmp = Path(tempfile.mkdtemp())
 crop = sample_dir("sentinel2", "s2_l1c_virginia_crop.tif")
+with open_scene(crop) as sc:
+    tiles = np.concatenate([t for _, t, _, _ in iter_tile_strips(sc, RGB_BANDS, 64)])
+for method in ("minmax", "fixed"):
+    same = np.array_equal(stretch_batch(tiles, RGB_BANDS, method, device="cuda").cpu().numpy(),
+                          stretch_tiles(tiles, RGB_BANDS, method))
+    print(f"stretch on CUDA vs host, {method}, {len(tiles)} tiles: {'identical' if same else 'DIFFERENT'}")
+    assert same, method
 mc = load("ViT-B-32-quickgelu", device="cpu")
 mg = load("ViT-B-32-quickgelu", device="cpu")
 mg.model.load_state_dict(mc.model.state_dict())

@@ -212,8 +212,9 @@ def test_remainders_mapped(tmp_path, model):
         np.testing.assert_allclose(ec.read(1)[0, 0], conf[-1, -1], rtol=1e-5)
 
 
-def test_overlapped_embedding_equals_sequential(tmp_path, model):
-    "embed_shard reads strips in a background thread and syncs once per shard: the embeddings equal a plain loop's."
+@pytest.mark.parametrize("stretch_on", ["host", "device"])
+def test_overlapped_embedding_equals_sequential(tmp_path, model, stretch_on):
+    "embed_shard reads strips in a background thread, syncs once per shard, may stretch on the device: a plain loop's embeddings."
     import torch
 
     from senclip.mapping import MapConfig, _embed_batch, embed_shard, iter_tile_strips, stretch_tiles
@@ -226,7 +227,7 @@ def test_overlapped_embedding_equals_sequential(tmp_path, model):
     with rasterio.open(scene, "w", **prof) as d:
         d.write(arr)
         d.descriptions = ("B02", "B03", "B04", "B08")
-    cfg = MapConfig(tile=64, batch_size=24)  # batches straddle strips
+    cfg = MapConfig(tile=64, batch_size=24, stretch_on=stretch_on)  # batches straddle strips
     with open_scene(scene) as sc:
         got = embed_shard(sc, model, cfg, "none", 100, 180)  # strips of 8 tile rows: 100-127, then 128-179
         ref, why = [], []
