@@ -51,8 +51,8 @@ def model_fingerprint(model, text: bool = False) -> str:
     h = hashlib.sha256(str(getattr(model, "name", "")).encode())
     for k, v in sorted(sd.items()):
         h.update(k.encode())
-        h.update(v.detach().float().cpu().contiguous().numpy().tobytes()[:1 << 16])
-        h.update(str(float(v.float().sum())).encode())
+        h.update(v.detach().reshape(-1)[:1 << 14].float().cpu().numpy().tobytes())  # the first 64 KiB as float32
+        h.update(str(float(v.detach().float().sum())).encode())
     return h.hexdigest()[:16]
 
 # %% ../../nbs/04b_zeroshot.classify.ipynb
