@@ -198,6 +198,7 @@ def test_clip_names_mean_quickgelu(tmp_path):
     assert (diff > 1e-3).all()  # what the warning is about
 
 
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_rn50_clip_name(tmp_path):
     src = make.random_clip("RN50-quickgelu", seed=5)
     ckpt = make.write_authors_ckpt(src, tmp_path / "SenCLIP_AvgPool_RN50.ckpt")
@@ -242,6 +243,7 @@ def test_truncated_files_name_the_file(tmp_path):
         load(bad, norm="clip")
 
 
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_dir_senclip_lists_what_resolves():
     code = ("import sys, senclip\n"
             "names = dir(senclip)\n"

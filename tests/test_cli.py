@@ -28,6 +28,7 @@ def error_lines(r) -> list[str]:
 
 
 @pytest.mark.parametrize("cmd", console_scripts())
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_help(cmd):
     r = run(cmd, "--help")
     assert r.returncode == 0, r.stderr
@@ -46,6 +47,7 @@ BAD = {
 
 @pytest.mark.parametrize("cmd", [pytest.param(c, marks=pytest.mark.slow) if c in ("senclip_eval", "senclip_train", "senclip_map") else c
                                  for c in sorted(BAD)])
+@pytest.mark.slow  # over ~2.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_bad_input_is_one_line(cmd, tmp_path):
     (tmp_path / "file.txt").write_text("a file, not a folder")
     args = BAD[cmd](tmp_path)

@@ -59,6 +59,7 @@ def test_rerun_rewrites_reports(tmp_path, cli):
     assert len(pd.read_csv(run / "results.csv")) == 1
 
 
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_prompt_file_error_is_one_line(tmp_path):
     bad = tmp_path / "my_prompts.json"
     bad.write_text('{"Forest": ["trees"], "Glacier": ["ice"]}')

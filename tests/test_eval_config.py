@@ -73,6 +73,7 @@ def test_authors_config_shows_the_papers_numbers(tmp_path, authors_prompts, tabl
     assert other.published.isna().all() and other.paper_note.str.contains("the paper's rule: class-mean").all()
 
 
+@pytest.mark.slow  # over ~2.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_our_prompts_get_no_paper_number_and_say_why(tmp_path, authors_prompts, table1_model, shared_cache):
     _, t1, md = _run(tmp_path, "senclip", shared_cache, config="senclip")
     row = t1.iloc[0]
@@ -95,6 +96,7 @@ def test_torch_resize_gets_no_paper_number(tmp_path, authors_prompts, table1_mod
     assert "Overridden: resize='torch'" in md
 
 
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_pil_device_resize_matches_pil_and_keeps_the_numbers(tmp_path, authors_prompts, table1_model, shared_cache):
     from senclip.datasets import EuroSAT
     from senclip.zeroshot.classify import PILResize, resize_like_pil

@@ -3,9 +3,12 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # over ~2.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_index_prints_top1_in_percent(monkeypatch):
     from execnb.nbio import read_nb
     from execnb.shell import CaptureShell

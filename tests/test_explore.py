@@ -84,6 +84,7 @@ def test_class_scores_give_the_map(mapped, model):
     assert scores_at(space, 0, 0).empty  # a no-data cell has no scores
 
 
+@pytest.mark.slow  # over ~2.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_explorer_without_a_browser(mapped, model):
     "Setting the widgets' values runs the callbacks a person triggers: sentence, class, style, place, k."
     from senclip.explore import cell_at, explore

@@ -122,6 +122,7 @@ def test_results_table_keeps_model_names_on_one_line():
     assert re.search(r'<td style="[^"]*max-width:[^"]*">untrained', h)  # the long note gets a narrow column
 
 
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_keep_outputs_drops_noise_and_shrinks_images():
     import base64
     import io

@@ -91,6 +91,7 @@ def _synthetic_run(lr, epochs=12):
     return before, res
 
 
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_stage2_improves_on_informative_pseudo_labels():
     """The teacher's mistakes follow brightness, which the strong view's colour jitter varies: tuning on its
     pseudo-labels must beat it clearly. With lr 0 (nothing learns) the same check fails: it is not vacuous."""
@@ -223,6 +224,7 @@ def test_run_lafter_inductive_and_stale_results(tmp_path):
 
 
 # --------------------------------------------------------------------------- command line
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_cli_help_documents_the_recipe(tmp_path):
     out = subprocess.run([sys.executable, "-m", "senclip.lafter", "--help"], env=_env(tmp_path),
                          capture_output=True, text=True, timeout=120)

@@ -61,6 +61,7 @@ def test_no_crs_is_refused_unless_allowed(tmp_path, model):
     assert json.loads(Path(ok["meta"]).read_text())["georeferenced"] is True
 
 
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_cli_no_crs_one_line_and_flag(tmp_path):
     scene = _small_scene(tmp_path / "nogeo.tif", "none")
     p = _run("--scene", scene, "--out", tmp_path / "m", "--tile", 64, "--device", "cpu", "--quiet")

@@ -127,6 +127,7 @@ def test_other_crs_and_per_band_files(tmp_path, model):
     _centres_inside(p["classes"], folder / "T17_20230501_B04.tif", 64)
 
 
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_errors(tmp_path, model):
     with pytest.raises(FileNotFoundError, match="available"):
         map_scene(CROP, model, prompts="nosuchset", out_dir=tmp_path, progress=False)

@@ -58,6 +58,7 @@ def test_cli_with_yaml_config_reports_counts(tmp_path):
     assert ds[0]["image"].shape == (3, 48, 48)
 
 
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_cli_json_config_with_stac_catalogue(tmp_path):
     # points on the static catalogue's footprint, surveyed in August (too cloudy) -> widened to September
     from senclip.sentinel2 import open_scene
@@ -80,6 +81,7 @@ def test_cli_json_config_with_stac_catalogue(tmp_path):
     assert list(m.status) == ["no_photos"] * 3 and "no_photos" in out
 
 
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_released_embeddings_feed_the_dataset(tmp_path):
     out = run_cli("--points", sample_dir("pairs", "lucas_2018_sample.csv"),
                   "--scenes", sample_dir("sentinel2", "s2_l1c_virginia_crop.tif"),
@@ -124,6 +126,7 @@ def test_geotagged_photos_as_the_point_source(tmp_path):
     assert EmbeddingStore.load(tmp_path / "g" / "ground.safetensors").mask.all()
 
 
+@pytest.mark.slow  # over ~2.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_help_and_bad_config(tmp_path):
     assert "--points" in run_cli("--help")
     (tmp_path / "bad.yaml").write_text("pointz: x.csv\n")

@@ -142,6 +142,7 @@ def test_truncated_scene_is_one_line(tmp_path):
     assert "truncated" in one_line_error(p, bad)
 
 
+@pytest.mark.slow  # over ~2.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_scene_without_geotransform_is_one_line(tmp_path):
     with rasterio.open(CROP) as s:
         arr = s.read(window=rasterio.windows.Window(0, 0, 256, 256))

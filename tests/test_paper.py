@@ -47,6 +47,7 @@ def _nb_step(nbs: Path, run: Path, name: str, value: int = 1, deps=()) -> Step:
     return Step(name, go, params, deps=list(deps), notebook=str(nbs / f"{name}.ipynb"))
 
 
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_skip_unchanged_and_continue_past_failure(tmp_path):
     nbs, run = tmp_path / "nbs", tmp_path / "run"
     nbs.mkdir()
@@ -144,6 +145,7 @@ def test_demo_preset_end_to_end(tmp_path):
     assert r3.returncode == 0 and ran == ["fig2_prompt_count"], ran
 
 
+@pytest.mark.slow  # over ~3.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_figure_notebook_gets_declared_inputs_and_a_clean_folder(tmp_path):
     "nbs/paper discovery: the runner passes what the parameters cell declares, and a rerun leaves no stale figure."
     from senclip.paper import _figure_steps
