@@ -679,6 +679,8 @@ def background(
             put((None, end))
         except BaseException as e:  # handed to the consumer
             put((e, None))
+        finally:  # a generator stopped early is closed here, in the thread that ran it (its `finally` runs now)
+            getattr(items, "close", lambda: None)()
 
     t = threading.Thread(target=work, daemon=True, name="senclip-background")
     t.start()

@@ -195,8 +195,9 @@ def iter_tile_strips(
         idx = (np.arange(r0, r0 + k)[:, None] * cols + np.arange(cols)).ravel()
         keep = (idx >= start) & (idx < stop)
         win = sliding_window_view(strip[[need.index(b) for b in bands]], (tile, tile), axis=(1, 2))
-        tiles = win[:, ry[:, None], np.asarray(xs)[None]]  # both axes in one index: no (C, k, width, t, t) copy
-        tiles = tiles.transpose(1, 2, 0, 3, 4).reshape(-1, len(bands), tile, tile)[keep]
+        win = np.moveaxis(win, 0, 2)  # a view (rows, cols, C, t, t): one index gives the tiles in order, one copy
+        tiles = win[ry[:, None], np.asarray(xs)[None]].reshape(-1, len(bands), tile, tile)
+        tiles = tiles if keep.all() else tiles[keep]
         yield (idx[keep], tiles, _window_fractions(nod, ry, xs, tile).ravel()[keep],
                _window_fractions(cloud, ry, xs, tile).ravel()[keep])
 
@@ -244,6 +245,8 @@ def stretch_batch(
 
     from senclip.sentinel2 import S2_FIXED_RANGE
 
+    if len(tiles) == 0:
+        return torch.zeros(tiles.shape, dtype=torch.uint8, device=device)
     if tiles.dtype == np.uint16:  # ship the bits as int16, widen on the device
         a = torch.from_numpy(tiles.view(np.int16)).to(device, non_blocking=True).to(torch.int32).bitwise_and_(0xFFFF)
     else:
@@ -458,7 +461,7 @@ def prepared_strips(
     "Yield (tile indices (k,), why (k,) 0 kept / 1 no data / 2 cloud, the kept tiles as uint8) per strip of tiles lo:hi."
     for idx, tiles, nodf, cloudf in iter_tile_strips(sc, cfg.bands, cfg.tile, cfg.step, lo, hi, test):
         why = np.where(nodf > cfg.max_nodata, 1, np.where(cloudf > cfg.max_cloud, 2, 0)).astype(np.uint8)
-        kept = tiles[why == 0]
+        kept = tiles if not why.any() else tiles[why == 0]
         yield idx, why, stretch_tiles(kept, cfg.bands, cfg.stretch, sc.offset) if stretch else kept
 
 # %% ../nbs/05_mapping.ipynb
