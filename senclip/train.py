@@ -19,12 +19,13 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 from fastcore.script import Param, call_parse, store_true
 
-from .core import (Preset, UserError, all_gather_objects, atomic_write_json, barrier, cli_errors, dist_setup,
-                          get_preset, run_metadata, sample_dir, seed_everything, split_overrides)
+from .core import (Preset, UserError, all_gather_objects, atomic_write_json, barrier, cli_errors, dist_env,
+                          dist_setup, get_device, get_preset, run_metadata, sample_dir, seed_everything, split_overrides)
 
 # %% auto 0
-__all__ = ['RESUME_MAY_CHANGE', 'CheckedPairs', 'RunLog', 'EuroSATSampleVal', 'sample_pairs', 'export_run', 'Run', 'build_run',
-           'save_last', 'train_one_epoch', 'finish_run', 'train', 'senclip_train']
+__all__ = ['RESUME_MAY_CHANGE', 'CheckedPairs', 'RunLog', 'EuroSATSampleVal', 'sample_pairs', 'export_run', 'Run',
+           'graph_blockers', 'prepare_graphed_ddp', 'build_run', 'save_last', 'train_one_epoch', 'finish_run', 'train',
+           'senclip_train']
 
 # %% ../nbs/03d_train.ipynb
 def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
@@ -561,30 +562,52 @@ def _resume_or_start(run: Run, ck: dict | None, ck_path: Path | None, determinis
               + (f"; changed: {changes}" if changes else ""), flush=True)
 
 # %% ../nbs/03d_train.ipynb
+def graph_blockers(
+    cuda_graph: bool | str,  # True (asked for), "auto" or False
+    on_cuda: bool,  # the run's device is a GPU
+    world: int,  # processes (DDP when > 1)
+    grad_accum: int,  # micro-batches per optimiser step
+    fp16: bool,  # fp16 autocast (its GradScaler reads its inf check on the host)
+) -> list[str]:
+    "Why a run's steps cannot be CUDA graphs (empty: they can). DDP steps are graphed only when asked (`cuda_graph=True`)."
+    checks = ((not on_cuda, "not on CUDA"), (world > 1 and cuda_graph is not True, "DDP: graphed only with --cuda_graph yes"),
+              (grad_accum > 1, "grad_accum > 1"), (fp16, "fp16"))
+    return [why for bad, why in checks if bad]
+
+# %% ../nbs/03d_train.ipynb
+def prepare_graphed_ddp(
+    cuda_graph: bool | str,  # True (asked for), "auto" or False
+    world: int,  # processes about to start the group (torchrun's WORLD_SIZE)
+    on_cuda: bool,  # the run's device is a GPU
+) -> bool:
+    "Before the process group starts: graphed DDP steps need NCCL's async error handling off. True when it is (a value the user set is kept)."
+    if not (cuda_graph is True and world > 1 and on_cuda):
+        return False
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0")
+    return os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "0"
+
+# %% ../nbs/03d_train.ipynb
 def _build_step(run: Run, cuda_graph: bool | str, compile: bool):
     "The step: patch embedding as a matmul on CUDA, torch.compile, CUDA graph when it can be used, DDP."
     import torch
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     from senclip.model import linear_patch_embed
-    from senclip.train_step import TrainStep
+    from senclip.train_step import TrainStep, wrap_ddp
 
     p, dev, model = run.preset, run.device, run.model
     if dev.type == "cuda":  # ViT patch convolution as patchify + matmul (same weights; cuDNN's backward for it is slow)
         linear_patch_embed(model.visual)
     if compile:
         model.visual.compile(dynamic=False)
-    why_not = [why for bad, why in ((dev.type != "cuda", "not on CUDA"), (run.world > 1, "DDP"),
-                                    (p.grad_accum > 1, "grad_accum > 1"), (run.amp is torch.float16, "fp16"))
-               if bad]
+    why_not = graph_blockers(cuda_graph, dev.type == "cuda", run.world, p.grad_accum, run.amp is torch.float16)
     use_graph = cuda_graph in (True, "auto") and not why_not
     if cuda_graph is True and why_not and run.main:
         print(f"note: cuda_graph requested but not used ({', '.join(why_not)}); ordinary steps", flush=True)
     for g in run.opt.param_groups:  # a checkpoint from a graphed run may carry capturable=True (device-only)
         g["capturable"] = use_graph
-    net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None) if run.world > 1 else model
+    net, stream = wrap_ddp(model, dev, graph=use_graph) if run.world > 1 else (model, None)
     run.step_fn = TrainStep(net, run.opt, run.transform, run.amp, graph=use_graph, grad_accum=p.grad_accum,
-                            scaler=run.scaler)
+                            scaler=run.scaler, graph_stream=stream)
     run.info.update(compile=compile, cuda_graph=use_graph)
 
 # %% ../nbs/03d_train.ipynb
@@ -623,7 +646,7 @@ def build_run(
     resume: bool | str | Path = False,  # True: continue from out_dir/checkpoints/last.pt if present; or a path
     device: str = "auto",  # auto | cpu | cuda (under torchrun each rank takes cuda:LOCAL_RANK)
     compile: bool = False,  # torch.compile the image tower
-    cuda_graph: bool | str = "auto",  # capture each step as a CUDA graph (auto: on one GPU without grad_accum/fp16)
+    cuda_graph: bool | str = "auto",  # capture each step as a CUDA graph (auto: one GPU; True: also DDP; never grad_accum/fp16)
     channels_last: bool | str = "auto",  # auto = for ResNet towers (convolutions), not for ViTs
     val_every: int = 1,  # zero-shot validation on the EuroSAT sample every N epochs (0 = off)
     ckpt_every: int = 200,  # checkpoint every N optimiser steps (also at the end, on SIGTERM, at ends of long epochs)
@@ -642,6 +665,7 @@ def build_run(
     p = get_preset(preset, **(overrides or {}))  # a bad preset or --set value fails before the heavy imports
     from senclip.train_state import load_checkpoint
 
+    prepare_graphed_ddp(cuda_graph, dist_env()[1], get_device(device).type == "cuda")  # before the process group
     rank, _, world, dev = dist_setup(device)
     seed_everything(p.seed, deterministic)  # the same model on every rank; reseeded with seed + rank below
     run = Run(p, Path(out_dir), rank, world, dev, ckpt_every=ckpt_every, log_every=log_every, val_every=val_every)
@@ -817,7 +841,7 @@ def senclip_train(
     resume: Param("continue from OUT/checkpoints/last.pt (no value) or from a given checkpoint; --preset/--set must match the run's except epochs and num_workers", str, nargs="?", const="last") = None,
     device: str = "auto",  # auto | cpu | cuda
     compile: store_true = False,  # torch.compile the image tower
-    cuda_graph: str = "auto",  # auto | yes | no: capture each step as a CUDA graph (one GPU)
+    cuda_graph: str = "auto",  # auto | yes | no: capture each step as a CUDA graph (auto: one GPU; yes: under torchrun too)
     channels_last: str = "auto",  # auto | yes | no
     val_every: int = 1,  # zero-shot EuroSAT-sample validation every N epochs (0 = off)
     ckpt_every: int = 200,  # checkpoint every N optimiser steps

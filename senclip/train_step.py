@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 
 import torch
@@ -16,7 +17,7 @@ from .augment import TrainTransform
 from .model import check_mask
 
 # %% auto 0
-__all__ = ['param_groups', 'TrainStep', 'DevicePrefetcher']
+__all__ = ['DDP_GRAPH_WARMUP', 'param_groups', 'TrainStep', 'wrap_ddp', 'ddp_capture_failed', 'DevicePrefetcher']
 
 # %% ../nbs/03c_train_step.ipynb
 def _no_decay(name: str, p: torch.Tensor) -> bool:
@@ -42,29 +43,33 @@ def param_groups(
 # %% ../nbs/03c_train_step.ipynb
 class TrainStep:
     """One micro-step on a batch: augment on the device -> forward (autocast) -> loss -> backward, and on the last
-    micro-batch of `grad_accum` the optimiser step. One process or DDP, fp32/bf16/fp16; with `graph=True` (one GPU)
-    the step is captured once as a CUDA graph after `warmup` ordinary steps and then replayed."""
+    micro-batch of `grad_accum` the optimiser step. One process or DDP, fp32/bf16/fp16; with `graph=True` (CUDA)
+    the step is captured once as a CUDA graph after `warmup` ordinary steps and then replayed (under DDP: the model
+    wrapped by `wrap_ddp(..., graph=True)`, its stream as `graph_stream`, at least 11 ordinary steps first)."""
 
     def __init__(
         self,
-        model: nn.Module,  # SenCLIP module, or DDP around one (DDP steps are not graphed)
+        model: nn.Module,  # SenCLIP module, or DDP around one
         opt: torch.optim.Optimizer,  # an optimiser with a `capturable` option (Adam/AdamW) when graphing
         transform: TrainTransform,  # augmentation
         amp: torch.dtype | None = None,  # autocast dtype (bf16, fp16), None = full precision; fp16 is not graphed
-        graph: bool = False,  # capture the step as a CUDA graph (CUDA; one process, grad_accum 1, no fp16)
+        graph: bool = False,  # capture the step as a CUDA graph (CUDA; grad_accum 1, no fp16)
         graph_transform: bool | None = None,  # augmentation inside the graph (None: unless RandAugment on > 512 images)
         warmup: int = 3,  # ordinary steps before the capture (lazy initialisation, optimiser state)
         grad_accum: int = 1,  # micro-batches per optimiser step (each micro-batch's loss is divided by it)
         scaler: torch.amp.GradScaler | None = None,  # fp16 loss scaling (None: no scaling)
+        graph_stream: torch.cuda.Stream | None = None,  # graphed DDP: the stream `wrap_ddp` built DDP on (warm-up, capture)
     ):
         self.net, self.model = model, getattr(model, "module", model)
         self.opt, self.transform, self.amp, self.grad_accum = opt, transform, amp, int(grad_accum)
         self.device = next(self.model.parameters()).device
         self.scaler = scaler if scaler is not None else torch.amp.GradScaler(self.device.type, enabled=False)
         self.ddp = isinstance(model, nn.parallel.DistributedDataParallel)
-        self.graph, self.graph_transform = bool(graph), graph_transform
+        self.graph, self.graph_transform, self.graph_stream = bool(graph), graph_transform, graph_stream
         if self.graph:
             self._prepare_graph()
+            if self.ddp:  # DDP samples CUDA timers in its first 10 iterations: none of them may be captured
+                warmup = max(warmup, DDP_GRAPH_WARMUP)
         self.warmup, self.calls, self.captures, self.capture_error = warmup, 0, 0, None
         self._g = self._static = self._loss = self._lrs = None
 
@@ -124,12 +129,18 @@ def _eager(self: TrainStep, image, ground, mask, params, sync: bool = True) -> t
 @patch
 def _prepare_graph(self: TrainStep):
     "Refuse what a CUDA graph cannot hold; put the optimiser state on the device; move the mask check to the host."
+    if self.ddp and self.graph_stream is None:
+        raise ValueError("a CUDA-graphed DDP step needs DDP built for capture: net, stream = wrap_ddp(model, device, "
+                         "graph=True), then TrainStep(net, ..., graph=True, graph_stream=stream)")
     if self.device.type != "cuda":
         raise ValueError("TrainStep(graph=True) needs the model on a CUDA device; use graph=False on CPU")
     if self.amp is torch.float16 or self.scaler.is_enabled():
         raise ValueError("CUDA-graphed steps support bf16 or fp32, not fp16 (its GradScaler syncs with the host)")
-    if self.ddp or self.grad_accum > 1:
-        raise ValueError("CUDA-graphed steps run one process without gradient accumulation; use graph=False")
+    if self.grad_accum > 1:
+        raise ValueError("CUDA-graphed steps run without gradient accumulation (grad_accum=1); use graph=False")
+    if self.ddp and os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING") != "0":
+        warnings.warn("graphed DDP steps: set TORCH_NCCL_ASYNC_ERROR_HANDLING=0 before init_process_group (as "
+                      "PyTorch's CUDA-graph notes ask), or the capture may fail")
     if "capturable" not in self.opt.defaults:
         raise ValueError(f"{type(self.opt).__name__} cannot be captured in a CUDA graph; use AdamW or graph=False")
     for g in self.opt.param_groups:
@@ -184,7 +195,7 @@ def _in_graph(self: TrainStep, st: dict) -> torch.Tensor:
 def _warmup_step(self: TrainStep, st: dict) -> torch.Tensor:
     "An ordinary step on the static buffers, on a side stream (what capture expects to have happened)."
     dev = self.device
-    s = torch.cuda.Stream(dev)
+    s = self.graph_stream or torch.cuda.Stream(dev)
     s.wait_stream(torch.cuda.current_stream(dev))
     with torch.cuda.stream(s):
         loss = self._in_graph(st)
@@ -195,17 +206,19 @@ def _warmup_step(self: TrainStep, st: dict) -> torch.Tensor:
 # %% ../nbs/03c_train_step.ipynb
 @patch
 def _capture(self: TrainStep, st: dict, lrs: list) -> bool:
-    "Capture the step as a CUDA graph; False (with a warning, ordinary steps from then on) if capture fails."
+    "Capture the step as a CUDA graph; False (with a warning, ordinary steps from then on) if capture fails; under DDP a failure is an error."
     dev = self.device
     self.opt.zero_grad(set_to_none=True)  # gradients are allocated inside the graph's memory pool
     torch.cuda.synchronize(dev)
     g = torch.cuda.CUDAGraph()
     try:
         # thread_local: the DataLoader's pin-memory thread may call the CUDA API while this thread captures
-        with torch.cuda.graph(g, capture_error_mode="thread_local"):
+        with torch.cuda.graph(g, stream=self.graph_stream, capture_error_mode="thread_local"):
             self._loss = self._in_graph(st)
     except Exception as e:  # never lose a run to a capture problem: ordinary steps from here on
         self.capture_error = f"{type(e).__name__}: {e}"
+        if self.ddp:  # another rank may have captured its collectives: falling back alone would leave NCCL out of step
+            raise RuntimeError(ddp_capture_failed(self.capture_error)) from e
         warnings.warn(f"CUDA graph capture failed ({self.capture_error}); continuing with ordinary steps")
         self.graph, self._g, self._static = False, None, None
         self.model.pool.check_masks = True
@@ -236,6 +249,40 @@ def _graphed(self: TrainStep, image, ground, mask, params) -> torch.Tensor:
         return self._warmup_step(st)
     self._g.replay()  # gradients are overwritten (not accumulated) by each replay
     return self._loss
+
+# %% ../nbs/03c_train_step.ipynb
+DDP_GRAPH_WARMUP = 11  # ordinary DDP steps before a capture (PyTorch's notes on CUDA graphs with DDP)
+
+# %% ../nbs/03c_train_step.ipynb
+def wrap_ddp(
+    model: nn.Module,  # the SenCLIP module, on this rank's device
+    device: torch.device,  # this rank's device
+    graph: bool = False,  # build it for CUDA-graphed steps: on a side stream, without sampled timers
+) -> tuple[nn.Module, torch.cuda.Stream | None]:
+    "DDP around `model` (one device per process) and, for graphed steps, the side stream it was built on."
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    if not graph:
+        return DDP(model, device_ids=ids), None
+    if device.type != "cuda":
+        raise ValueError(f"wrap_ddp(graph=True) needs a CUDA device, not {device}; use graph=False")
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        net = DDP(model, device_ids=ids)
+    torch.cuda.current_stream(device).wait_stream(stream)
+    net._set_ddp_runtime_logging_sample_rate(2**31 - 1)  # no sampled CUDA timers after the first 10 iterations
+    return net, stream
+
+# %% ../nbs/03c_train_step.ipynb
+def ddp_capture_failed(
+    error: str,  # the capture's exception, as text
+) -> str:
+    "The error of a graphed DDP step that could not be captured: what happened, why the run stops, the fix."
+    return (f"rank {os.environ.get('RANK', '0')}: CUDA graph capture of the DDP training step failed ({error}). Under "
+            "DDP the ranks cannot fall back to ordinary steps together safely, so the run stops here; rerun with "
+            "--cuda_graph no (cuda_graph=False), adding --resume to continue from the last checkpoint")
 
 # %% ../nbs/03c_train_step.ipynb
 class DevicePrefetcher:

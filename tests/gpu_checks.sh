@@ -29,6 +29,7 @@ STEPS="$*"
 want() { [ -z "$STEPS" ] || [[ " $STEPS " == *" $1 "* ]]; }
 want bench_train && step bench_train 330 python3 tests/bench/bench_train.py --gpu --budget 260 --profile "$OUT/profile_b_largest.txt" --json "$OUT/bench_train.json" --results "$OUT/bench_results.json"
 want train && step gpu_check_train 120 python3 tests/gpu_check_train.py
+want train_ddp && step gpu_check_train_ddp 150 python3 tests/gpu_check_train_ddp.py
 want mfu && step bench_train_mfu 200 python3 tests/bench/bench_train.py --gpu --mfu-only --json "$OUT/bench_train_mfu.json"
 want bench_eval && step bench_eval 170 python3 tests/bench/bench_eval.py --gpu --eurosat data/sample/eurosat --replicate 27000 --json "$OUT/bench_eval.json"
 want model && step gpu_check_model 70 python3 tests/gpu_check_model.py
