@@ -15,7 +15,6 @@ Random weights: checks of the machinery, not results."""
 import copy
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +25,8 @@ from senclip.model import build_senclip
 from senclip.train import sample_pairs, train
 from senclip.augment import TrainTransform
 from senclip.train_step import TrainStep, param_groups
+
+from gpu_steps import img_per_s, max_rel_diff, set_lr, step_batch  # tests/ is the script's folder
 
 assert torch.cuda.is_available(), "this check needs a CUDA GPU"
 dev = torch.device("cuda")
@@ -54,34 +55,22 @@ sc = TrainStep(mc, oc, tf, torch.bfloat16, graph=True, graph_transform=False)  #
 D = ma.embed_dim
 for i in range(10):
     if i == 6:
-        for o in (oa, ob, oc):
-            for grp in o.param_groups:
-                grp["lr"] = 3e-5
-    img = torch.randint(0, 256, (32, 3, 100, 100), dtype=torch.uint8, generator=g).pin_memory()
-    ground = torch.randn(32, 4, D, generator=g).pin_memory()
-    mask = torch.ones(32, 4, dtype=torch.bool)
-    mask[::3, 1] = False
-    prm = tf.sample_params(32, g)
+        set_lr((oa, ob, oc), 3e-5)
+    img, ground, mask, prm = step_batch(g, tf, D)
     la, lb, lc = (s(img, ground, mask, prm).item() for s in (sa, sb, sc))
     print(f"step {i}: eager loss {la:.5f}, graphed loss {lb:.5f}, graphed (augmentation outside) {lc:.5f}", flush=True)
     assert abs(la - lb) <= 2e-2 * max(1.0, abs(la)) and abs(la - lc) <= 2e-2 * max(1.0, abs(la)), (i, la, lb, lc)
 for m, s in ((mb, sb), (mc, sc)):
     assert s.capture_error is None and s.captures == 2, (s.capture_error, s.captures)
-    worst = max(((a - b).abs().max() / a.abs().max().clamp_min(1e-6)).item() for a, b in zip(ma.parameters(), m.parameters()))
+    worst = max_rel_diff(ma, m)
     print(f"weights after 10 steps: largest relative difference to eager {worst:.2e}; captures {s.captures}", flush=True)
     assert worst < 2e-2, worst
     assert torch.equal(ma.queue_ptr, m.queue_ptr) and torch.allclose(ma.queue, m.queue, atol=1e-2)
 
 # timing of the two at batch 32 on one resident batch (the bench has the full comparison)
 for name, st in (("eager", sa), ("graph", sb), ("graph, augmentation outside", sc)):
-    for _ in range(3):
-        st(img, ground, mask, prm)
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(30):
-        st(img, ground, mask, prm)
-    torch.cuda.synchronize()
-    print(f"{name} step, batch 32, RandAugment: {30 * 32 / (time.perf_counter() - t):.0f} img/s (resident batch)", flush=True)
+    rate = img_per_s(st, (img, ground, mask, prm))
+    print(f"{name} step, batch 32, RandAugment: {rate:.0f} img/s (resident batch)", flush=True)
 
 # 3. a row without any photo is refused on the CPU side
 bad = mask.clone()

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "0"  # before the process group, as PyTorch's CUDA-graph notes ask
@@ -32,6 +31,8 @@ from senclip.core import get_preset
 from senclip.model import build_senclip
 from senclip.train import sample_pairs
 from senclip.train_step import DDP_GRAPH_WARMUP, TrainStep, param_groups, wrap_ddp
+
+from gpu_steps import img_per_s, max_rel_diff, set_lr, step_batch  # tests/ is the script's folder
 
 assert torch.cuda.is_available(), "this check needs a CUDA GPU"
 dev = torch.device("cuda", 0)
@@ -62,31 +63,19 @@ assert sb.warmup == DDP_GRAPH_WARMUP, sb.warmup
 D = ma.embed_dim
 for i in range(16):
     if i == 13:
-        for o in (oa, ob):
-            for grp in o.param_groups:
-                grp["lr"] = 3e-5
-    img = torch.randint(0, 256, (32, 3, 100, 100), dtype=torch.uint8, generator=g).pin_memory()
-    ground = torch.randn(32, 4, D, generator=g).pin_memory()
-    mask = torch.ones(32, 4, dtype=torch.bool)
-    mask[::3, 1] = False
-    prm = tf.sample_params(32, g)
+        set_lr((oa, ob), 3e-5)
+    img, ground, mask, prm = step_batch(g, tf, D)
     la, lb = sa(img, ground, mask, prm).item(), sb(img, ground, mask, prm).item()
     print(f"step {i}: DDP eager loss {la:.5f}, DDP graphed loss {lb:.5f} (captures so far {sb.captures})", flush=True)
     assert abs(la - lb) <= 2e-2 * max(1.0, abs(la)), (i, la, lb)
 assert sb.capture_error is None and sb.captures == 2, (sb.capture_error, sb.captures)
-worst = max(((a - b).abs().max() / a.abs().max().clamp_min(1e-6)).item() for a, b in zip(ma.parameters(), mb.parameters()))
+worst = max_rel_diff(ma, mb)
 print(f"weights after 16 steps: largest relative difference to eager DDP {worst:.2e}", flush=True)
 assert worst < 2e-2, worst
 for name, st in (("DDP eager", sa), ("DDP graph", sb)):
-    for _ in range(3):
-        st(img, ground, mask, prm)
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(30):
-        st(img, ground, mask, prm)
-    torch.cuda.synchronize()
-    print(f"{name} step, batch 32, RandAugment, {torch.cuda.get_device_name(dev)}: "
-          f"{30 * 32 / (time.perf_counter() - t):.0f} img/s (resident batch, one rank)", flush=True)
+    rate = img_per_s(st, (img, ground, mask, prm))
+    print(f"{name} step, batch 32, RandAugment, {torch.cuda.get_device_name(dev)}: {rate:.0f} img/s "
+          "(resident batch, one rank)", flush=True)
 dist.destroy_process_group()
 
 # 2. torchrun, two ranks on two GPUs: senclip.train with and without graphed DDP steps
