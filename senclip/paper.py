@@ -217,7 +217,7 @@ CONTEXT_STEP = {"pairs": "pairs", "manifest": "pairs", "store": "pairs", "train"
 # %% ../nbs/08_paper.ipynb
 @contextmanager
 def quiet_missing_ids():
-    "Silence nbformat's `MissingIDFieldWarning` (notebooks that `nbdev_clean` stripped of cell ids), and only that warning."
+    "Silence nbformat's `MissingIDFieldWarning` (notebooks written without cell ids, by older tools or by hand), and only that warning."
     import warnings
 
     from nbformat.warnings import MissingIDFieldWarning

@@ -84,3 +84,19 @@ def test_cited_test_files_exist():
         assert (ROOT / path).exists(), f"{path} is cited but does not exist"
         if func:
             assert f"def {func}(" in (ROOT / path).read_text(), f"{path}::{func} is cited but not defined"
+
+
+def test_notebooks_are_valid_nbformat_with_cell_ids():
+    "Every notebook validates against its nbformat schema, and every cell has a unique id (required since nbformat 4.5;\n    a cell written without one is a MissingIDFieldWarning today and a hard error in later nbformat versions)."
+    import json
+
+    import nbformat
+
+    for path in sorted((ROOT / "nbs").rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in path.parts:
+            continue
+        raw = json.loads(path.read_text())
+        ids = [c.get("id") for c in raw["cells"]]
+        assert None not in ids, f"{path.relative_to(ROOT)}: cell {ids.index(None)} has no id (nbformat 4.5 needs one)"
+        assert len(set(ids)) == len(ids), f"{path.relative_to(ROOT)}: duplicate cell ids"
+        nbformat.validate(nbformat.reads(path.read_text(), as_version=nbformat.NO_CONVERT))
