@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import types
 from dataclasses import dataclass, field, fields, asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -680,7 +681,8 @@ def background(
         except BaseException as e:  # handed to the consumer
             put((e, None))
         finally:  # a generator stopped early is closed here, in the thread that ran it (its `finally` runs now)
-            getattr(items, "close", lambda: None)()
+            if isinstance(items, types.GeneratorType):  # only generators: a file or dataset is the caller's to close
+                items.close()
 
     t = threading.Thread(target=work, daemon=True, name="senclip-background")
     t.start()

@@ -45,8 +45,7 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("cmd", [pytest.param(c, marks=pytest.mark.slow) if c in ("senclip_eval", "senclip_train", "senclip_map") else c
-                                 for c in sorted(BAD)])
+@pytest.mark.parametrize("cmd", sorted(BAD))
 @pytest.mark.slow  # over ~2.5 s on a slow 2-core machine (torch imports in 4 s): make test-slow (CI runs it)
 def test_bad_input_is_one_line(cmd, tmp_path):
     (tmp_path / "file.txt").write_text("a file, not a folder")
